@@ -1,0 +1,26 @@
+# diffad: diffusion-based industrial anomaly detection, from dataset to paper table.
+# Targets: all (default), tables, report (`snakemake --report results/report.html`).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/weights.smk"
+include: "rules/train.smk"
+include: "rules/infer.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        get_final_outputs(),
+    default_target: True

@@ -1,0 +1,107 @@
+# Config validation, the (method, dataset, category) grid and the input functions.
+import os
+import re
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from diffad.data import dataset_categories, dataset_kinds
+from diffad.methods import method_class, resolve_method, weight_names
+from diffad.stages import ALL_CATEGORIES
+
+
+validate(config, schema="../config/schema/config.schema.yaml")
+
+# Jobs import diffad from this checkout, also inside the conda environments of
+# envs/ (--software-deployment-method conda), which hold only its dependencies.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")])
+)
+
+# Resolved once, at DAG build: an unknown kind or a bad parameter fails here,
+# with its config path in the message, before any job starts.
+METHODS = {name: resolve_method(name, cfg) for name, cfg in config["methods"].items()}
+DATASETS = config["datasets"]
+RUNTIME = config["runtime"]
+WEIGHTS = RUNTIME["weights_dir"]
+EXPERIMENT = config["experiment"]
+
+
+def get_categories(dataset):
+    """The dataset's categories, narrowed by the optional top-level `categories` filter."""
+    categories = dataset_categories(dataset, DATASETS[dataset])
+    wanted = config.get("categories")
+    return [c for c in categories if not wanted or c in wanted]
+
+
+GRID = [
+    (method, dataset, category)
+    for method in METHODS
+    for dataset in DATASETS
+    for category in get_categories(dataset)
+]
+
+
+wildcard_constraints:
+    method="|".join(map(re.escape, METHODS)),
+    dataset="|".join(map(re.escape, DATASETS)),
+    category=r"[A-Za-z0-9_.+-]+",
+    backbone=r"[A-Za-z0-9_.-]+",
+
+
+def train_category(method, category):
+    """Methods that train one model per dataset store it under the category `all`."""
+    per_dataset = method_class(METHODS[method]["kind"]).per_dataset
+    return ALL_CATEGORIES if per_dataset else category
+
+
+def get_image_size(wildcards):
+    return DATASETS[wildcards.dataset]["image_size"]
+
+
+def get_method(wildcards):
+    return METHODS[wildcards.method]
+
+
+def get_weights(wildcards):
+    return [
+        f"{WEIGHTS}/{name}/model.safetensors"
+        for name in weight_names(METHODS[wildcards.method])
+    ]
+
+
+def get_model(wildcards):
+    category = train_category(wildcards.method, wildcards.category)
+    return f"results/models/{wildcards.method}/{wildcards.dataset}/{category}/metadata.json"
+
+
+def get_model_weights(wildcards):
+    category = train_category(wildcards.method, wildcards.category)
+    return f"results/models/{wildcards.method}/{wildcards.dataset}/{category}/model.safetensors"
+
+
+def get_metrics(wildcards=None):
+    return [
+        f"results/metrics/{method}/{dataset}/{category}.parquet"
+        for method, dataset, category in GRID
+    ]
+
+
+def get_heatmaps(wildcards=None):
+    return [
+        f"results/figures/heatmaps/{method}/{dataset}/{category}.png"
+        for method, dataset, category in GRID
+    ]
+
+
+def get_tables(wildcards=None):
+    return expand("results/tables/{experiment}.{ext}", experiment=EXPERIMENT,
+                  ext=["md", "csv", "tex"])
+
+
+def get_reference_files(wildcards=None):
+    return sorted(str(p) for p in Path(config["reference_dir"]).glob("*.csv"))
+
+
+def get_final_outputs():
+    return get_tables() + [f"results/figures/{EXPERIMENT}/metrics.png"] + get_heatmaps()

@@ -1,0 +1,74 @@
+# Paper tables, figures and the material of `snakemake --report`.
+
+
+rule build_tables:
+    input:
+        metrics=get_metrics(),
+        reference=get_reference_files(),
+    output:
+        md=report(
+            "results/tables/{experiment}.md",
+            caption="../workflow/report/tables.rst",
+            category="Tables",
+        ),
+        csv=report(
+            "results/tables/{experiment}.csv",
+            caption="../workflow/report/tables.rst",
+            category="Tables",
+        ),
+        tex="results/tables/{experiment}.tex",
+    log:
+        "logs/report/{experiment}_tables.log",
+    params:
+        references={name: cfg["reference"] for name, cfg in METHODS.items()},
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/tables.py"
+
+
+rule metrics_chart:
+    input:
+        metrics=get_metrics(),
+    output:
+        report(
+            "results/figures/{experiment}/metrics.png",
+            caption="../workflow/report/metrics_chart.rst",
+            category="Figures",
+        ),
+    log:
+        "logs/report/{experiment}_metrics_chart.log",
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/metrics_chart.py"
+
+
+rule heatmaps:
+    input:
+        scores="results/scores/{method}/{dataset}/{category}.parquet",
+        maps="results/scores/{method}/{dataset}/{category}.maps.npy",
+    output:
+        report(
+            "results/figures/heatmaps/{method}/{dataset}/{category}.png",
+            caption="../workflow/report/heatmaps.rst",
+            category="Heatmaps",
+            subcategory="{method} / {dataset}",
+            labels={"method": "{method}", "dataset": "{dataset}", "category": "{category}"},
+        ),
+    log:
+        "logs/report/heatmaps/{method}/{dataset}/{category}.log",
+    params:
+        image_size=get_image_size,
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/heatmaps.py"
+
+
+rule tables:
+    input:
+        get_tables(),
+    localrule: True

@@ -1,0 +1,22 @@
+# One model per (method, dataset, category), or per dataset (category `all`).
+
+
+rule train:
+    input:
+        manifest="results/data/{dataset}/manifest.parquet",
+        weights=get_weights,
+    output:
+        weights="results/models/{method}/{dataset}/{category}/model.safetensors",
+        loss="results/models/{method}/{dataset}/{category}/loss.parquet",
+        metadata="results/models/{method}/{dataset}/{category}/metadata.json",
+    log:
+        "logs/train/{method}/{dataset}/{category}.log",
+    params:
+        method=get_method,
+        image_size=get_image_size,
+        seed=RUNTIME["seed"],
+    threads: workflow.cores
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/train.py"

@@ -1,0 +1,21 @@
+"""Anomaly detection methods, registered by kind.
+
+Importing this package registers every kind shipped with diffad; adding a
+method is one module here plus its import below.
+"""
+
+from diffad.methods import patchcore  # noqa: F401  (registers the kind)
+from diffad.methods.base import AnomalyMethod, BatchPrediction, Runtime
+from diffad.methods.registry import (
+    build_method,
+    method_class,
+    method_kinds,
+    register_method,
+    resolve_method,
+    weight_names,
+)
+
+__all__ = [
+    "AnomalyMethod", "BatchPrediction", "Runtime", "build_method", "method_class",
+    "method_kinds", "register_method", "resolve_method", "weight_names",
+]

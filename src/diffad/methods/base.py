@@ -1,0 +1,125 @@
+"""The interface every method kind implements, and the defaults machinery.
+
+A method is trained on the normal images of one (dataset, category) or of a
+whole dataset, saved as a folder, loaded back and asked for anomaly scores.
+Its hyperparameters are a dataclass with defaults: the config may give any
+subset of them (``{kind: patchcore}`` alone is valid).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+@dataclass
+class BatchPrediction:
+    """What a method returns for one batch of images."""
+
+    scores: np.ndarray  #: (B,) image anomaly scores, higher is more anomalous
+    maps: np.ndarray  #: (B, H, W) pixel anomaly maps at the input resolution
+    detectors: dict[str, np.ndarray] = field(default_factory=dict)  #: extra (B,) scores by name
+
+
+@dataclass
+class Runtime:
+    """Where and how a method runs; not a hyperparameter, so not in the config hash."""
+
+    device: torch.device
+    weights_root: Path  #: cache of pretrained weights written by the ``fetch_weights`` rule
+    image_size: int
+    seed: int = 0
+    num_workers: int = 0
+
+
+class AnomalyMethod(ABC):
+    """Base class of the method kinds. Subclasses set ``kind`` and ``Params``."""
+
+    kind: ClassVar[str]
+    Params: ClassVar[type]
+    #: True for methods that train one model per dataset (category ``all``), e.g. VLMDiff.
+    per_dataset: ClassVar[bool] = False
+
+    def __init__(self, params: Any, runtime: Runtime):
+        self.params = params
+        self.runtime = runtime
+
+    @abstractmethod
+    def fit(self, image_paths: list[str]) -> pd.DataFrame:
+        """Train on normal images; return the loss curve (columns ``step``, ``loss``)."""
+
+    @abstractmethod
+    def predict(self, images: torch.Tensor) -> BatchPrediction:
+        """Score a batch of images, (B, 3, H, W) RGB in [0, 1] on ``runtime.device``."""
+
+    @abstractmethod
+    def save(self, folder: Path) -> None:
+        """Write the trained state into ``folder`` (safetensors, atomically)."""
+
+    @abstractmethod
+    def load(self, folder: Path) -> None:
+        """Restore the state written by :meth:`save`."""
+
+    @property
+    def nfe(self) -> int:
+        """Diffusion network evaluations per image (0 for methods without one)."""
+        return 0
+
+    @abstractmethod
+    def num_parameters(self) -> int:
+        """Parameters of the networks used at inference."""
+
+    @classmethod
+    def weight_names(cls, params: Any) -> list[str]:
+        """Pretrained backbones this configuration loads from the weights cache."""
+        return []
+
+
+def params_to_dict(params: Any) -> dict[str, Any]:
+    return dataclasses.asdict(params)
+
+
+def check_params(params_cls: type, values: dict[str, Any], where: str) -> Any:
+    """Build ``params_cls`` from ``values``, naming ``where.key`` for any bad entry."""
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        from diffad.errors import ConfigError
+
+        raise ConfigError(
+            f"{where}: unknown parameter(s) {unknown}; known: {sorted(fields)}"
+        )
+    defaults = params_cls()
+    for key, value in values.items():
+        _check_type(getattr(defaults, key), value, f"{where}.{key}")
+    return params_cls(**values)
+
+
+def _check_type(default: Any, value: Any, where: str) -> None:
+    from diffad.errors import ConfigError
+
+    if default is None:
+        return
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise ConfigError(
+            f"{where}: expected {type(default).__name__} like {default!r}, got {value!r}"
+        )
+
+

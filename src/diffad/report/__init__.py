@@ -1,0 +1,1 @@
+"""Paper tables and figures from the per-category metrics."""
