@@ -1,0 +1,108 @@
+"""COCO-AD (``coco_ad``, local only): the general-purpose benchmark of InvAD.
+
+COCO-AD (Zhang et al., "Learning Feature Inversion for Multi-class Anomaly
+Detection under General-purpose COCO-AD Benchmark") splits the 80 COCO
+classes into 4 folds of 20: images holding only the other 60 classes are
+normal, images holding a class of the fold are anomalous and their masks
+are that class's instance masks. Its generator (``data/gen_benchmark/coco.py``
+of https://github.com/zhangzjn/ADer) writes, beside COCO 2017::
+
+    <root>/train2017/, <root>/val2017/, <root>/annotations/
+    <root>/meta_20_<k>.json            k = 0..3
+    <root>/val2017_mask_ad_20_<k>/<id>.png
+
+Each ``meta_20_<k>.json`` is ``{"train": {"coco": [...]}, "test": {"coco": [...]}}``
+with entries ``{img_path, mask_path, cls_name, specie_name, anomaly}``
+(paths relative to ``<root>``, ``anomaly`` 0/1, ``mask_path`` "" when normal).
+
+The four folds are this kind's categories ``split_0`` .. ``split_3``, so
+the tables report each fold and their mean as the paper does. Config key
+``ano_num`` (default 20) selects ``meta_<ano_num>_<k>.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+from diffad.data.manifest import NORMAL_DEFECT, SPLITS, Sample, check_splits
+from diffad.data.options import categories_of, require_root, root_of
+from diffad.data.registry import register_dataset
+from diffad.errors import ConfigError, DatasetError
+
+COCO_AD_CATEGORIES = ("split_0", "split_1", "split_2", "split_3")
+ANOMALY_DEFECT = "anomaly"
+_HOW_TO_GET = (
+    "COCO-AD is built locally: download COCO 2017 (train2017, val2017, annotations) from "
+    "https://cocodataset.org into the root and run data/gen_benchmark/coco.py of "
+    "https://github.com/zhangzjn/ADer there to write meta_20_<k>.json and "
+    "val2017_mask_ad_20_<k>/ (k = 0..3)."
+)
+
+
+def read_meta_json(path: str, root: str, category: str) -> list[Sample]:
+    """The images listed in one COCO-AD meta file, as rows of ``category``.
+
+    Raises:
+        DatasetError: the file is missing or malformed, or an anomalous test
+            image has no mask (naming the file and the image).
+    """
+    if not os.path.isfile(path):
+        raise DatasetError(f"COCO-AD meta file {path} for category {category!r} not found. "
+                           f"{_HOW_TO_GET}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read COCO-AD meta file {path}: {exc}") from exc
+    if not isinstance(data, dict) or not all(isinstance(data.get(s), dict) for s in SPLITS):
+        raise DatasetError(f"COCO-AD meta file {path} needs 'train' and 'test' mappings")
+    samples = []
+    for split in SPLITS:
+        for cls_name, entries in sorted(data[split].items()):
+            for i, entry in enumerate(entries):
+                try:
+                    image, label = entry["img_path"], int(entry["anomaly"])
+                except (TypeError, KeyError, ValueError) as exc:
+                    raise DatasetError(
+                        f"{path}: {split}.{cls_name}[{i}] lacks img_path or anomaly"
+                    ) from exc
+                mask = entry.get("mask_path") if label else None
+                image_path = os.path.join(root, image)
+                if label and split == "test" and not mask:
+                    raise DatasetError(f"{path}: anomalous test image {image_path} has no mask")
+                samples.append(
+                    Sample(
+                        image_path=image_path,
+                        category=category,
+                        split=split,
+                        label=label,
+                        defect_type=ANOMALY_DEFECT if label else NORMAL_DEFECT,
+                        mask_path=os.path.join(root, mask) if mask else None,
+                    )
+                )
+    return samples
+
+
+@register_dataset("coco_ad", categories=COCO_AD_CATEGORIES)
+def _build_coco_ad(name: str, cfg: dict[str, Any], progress: bool) -> list[Sample]:
+    root = root_of(name, cfg)
+    require_root(root, _HOW_TO_GET)
+    ano_num = cfg.get("ano_num", 20)
+    if not isinstance(ano_num, int) or isinstance(ano_num, bool) or ano_num <= 0:
+        raise ConfigError(f"datasets.{name}.ano_num must be a positive int, got {ano_num!r}")
+    categories = categories_of(name, cfg) or list(COCO_AD_CATEGORIES)
+    samples: list[Sample] = []
+    for category in categories:
+        match = re.fullmatch(r"split_(\d+)", category)
+        if match is None:
+            raise ConfigError(
+                f"datasets.{name}: COCO-AD category {category!r} is not split_<k> "
+                f"(known: {', '.join(COCO_AD_CATEGORIES)})"
+            )
+        meta = os.path.join(root, f"meta_{ano_num}_{int(match.group(1))}.json")
+        samples.extend(read_meta_json(meta, root, category))
+    check_splits(samples, categories, root)
+    return samples
