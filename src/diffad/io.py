@@ -8,6 +8,7 @@ target, which POSIX makes atomic on one file system.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -95,14 +96,21 @@ def code_version() -> str:
 
 def provenance(config: dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:
     """Metadata recorded beside every model and table: what made it, and when."""
-    import torch
-
     return {
         "config": config or {},
         "seed": seed,
         "code_version": code_version(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": _installed_version("torch"),
         "host": platform.node(),
     }
+
+
+def _installed_version(package: str) -> str | None:
+    # Read from the installed metadata: importing torch here would make every
+    # light job (manifests, metrics) depend on it.
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None

