@@ -1,22 +1,14 @@
 # Config validation, the (method, dataset, category) grid and the input functions.
-import os
 import re
 from pathlib import Path
 
 from snakemake.utils import validate
 
-from diffad.data import dataset_categories, dataset_kinds
+from diffad.data import dataset_categories
 from diffad.methods import method_class, resolve_method, weight_names
 from diffad.stages import ALL_CATEGORIES
 
-
 validate(config, schema="../config/schema/config.schema.yaml")
-
-# Jobs import diffad from this checkout, also inside the conda environments of
-# envs/ (--software-deployment-method conda), which hold only its dependencies.
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(None, [str(Path(workflow.basedir) / "src"), os.environ.get("PYTHONPATH")])
-)
 
 # Resolved once, at DAG build: an unknown kind or a bad parameter fails here,
 # with its config path in the message, before any job starts.
@@ -95,8 +87,11 @@ def get_heatmaps(wildcards=None):
 
 
 def get_tables(wildcards=None):
-    return expand("results/tables/{experiment}.{ext}", experiment=EXPERIMENT,
-                  ext=["md", "csv", "tex"])
+    return expand(
+        "results/tables/{experiment}.{ext}",
+        experiment=EXPERIMENT,
+        ext=["md", "csv", "tex"],
+    )
 
 
 def get_reference_files(wildcards=None):

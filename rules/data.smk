@@ -6,10 +6,10 @@ rule manifest:
         "results/data/{dataset}/manifest.parquet",
     log:
         "logs/data/{dataset}.log",
-    params:
-        dataset=lambda wildcards: DATASETS[wildcards.dataset],
     localrule: True
     conda:
         "../envs/data.yaml"
+    params:
+        dataset=lambda wildcards: DATASETS[wildcards.dataset],
     script:
         "../workflow/scripts/build_manifest.py"

@@ -10,9 +10,9 @@ rule evaluate:
         "results/metrics/{method}/{dataset}/{category}.parquet",
     log:
         "logs/evaluate/{method}/{dataset}/{category}.log",
-    params:
-        image_size=get_image_size,
     conda:
         "../envs/data.yaml"
+    params:
+        image_size=get_image_size,
     script:
         "../workflow/scripts/evaluate.py"

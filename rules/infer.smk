@@ -12,12 +12,12 @@ rule infer:
         maps="results/scores/{method}/{dataset}/{category}.maps.npy",
     log:
         "logs/infer/{method}/{dataset}/{category}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: workflow.cores
     params:
         method=get_method,
         image_size=get_image_size,
         seed=RUNTIME["seed"],
-    threads: workflow.cores
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow/scripts/infer.py"

@@ -19,11 +19,11 @@ rule build_tables:
         tex="results/tables/{experiment}.tex",
     log:
         "logs/report/{experiment}_tables.log",
-    params:
-        references={name: cfg["reference"] for name, cfg in METHODS.items()},
     localrule: True
     conda:
         "../envs/data.yaml"
+    params:
+        references={name: cfg["reference"] for name, cfg in METHODS.items()},
     script:
         "../workflow/scripts/tables.py"
 
@@ -56,14 +56,18 @@ rule heatmaps:
             caption="../workflow/report/heatmaps.rst",
             category="Heatmaps",
             subcategory="{method} / {dataset}",
-            labels={"method": "{method}", "dataset": "{dataset}", "category": "{category}"},
+            labels={
+                "method": "{method}",
+                "dataset": "{dataset}",
+                "category": "{category}",
+            },
         ),
     log:
         "logs/report/heatmaps/{method}/{dataset}/{category}.log",
-    params:
-        image_size=get_image_size,
     conda:
         "../envs/data.yaml"
+    params:
+        image_size=get_image_size,
     script:
         "../workflow/scripts/heatmaps.py"
 

@@ -11,12 +11,12 @@ rule train:
         metadata="results/models/{method}/{dataset}/{category}/metadata.json",
     log:
         "logs/train/{method}/{dataset}/{category}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: workflow.cores
     params:
         method=get_method,
         image_size=get_image_size,
         seed=RUNTIME["seed"],
-    threads: workflow.cores
-    conda:
-        "../envs/torch.yaml"
     script:
         "../workflow/scripts/train.py"

@@ -29,7 +29,8 @@ def test_reference_name_is_kept():
     [
         ({"kind": "nope"}, r"methods\.v\.kind: unknown method kind 'nope'"),
         ({"backbone": "x"}, r"methods\.v: needs a 'kind'"),
-        ({"kind": "patchcore", "coreset": 0.1}, r"methods\.v: unknown parameter\(s\) \['coreset'\]"),
+        ({"kind": "patchcore", "coreset": 0.1},
+         r"methods\.v: unknown parameter\(s\) \['coreset'\]"),
         ({"kind": "patchcore", "coreset_ratio": "a lot"}, r"methods\.v\.coreset_ratio: expected"),
         ({"kind": "patchcore", "batch_size": 2.5}, r"methods\.v\.batch_size: expected int"),
         ({"kind": "patchcore", "sigma": True}, r"methods\.v\.sigma: expected float"),

@@ -12,7 +12,7 @@ from diffad.report.tables import build_table, read_reference, write_tables
 
 def _metrics(method="pc", dataset="mvtec_ad", values=((0.99, 0.95), (0.97, np.nan))):
     rows = []
-    for category, (i_auroc, p_auroc) in zip(("bottle", "cable"), values):
+    for category, (i_auroc, p_auroc) in zip(("bottle", "cable"), values, strict=True):
         rows.append({"method": method, "dataset": dataset, "category": category,
                      "i_auroc": i_auroc, "p_auroc": p_auroc, "aupro": 0.9, "i_ap": 0.9,
                      "p_ap": 0.5, "i_f1max": 0.9, "p_f1max": 0.5, "latency_ms": 10.0,

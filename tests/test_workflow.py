@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -81,12 +82,14 @@ def test_full_run_writes_every_contracted_output(finished_run):
             model = workdir / "results/models" / method / "synthetic" / category
             assert {p.name for p in model.iterdir()} >= {"model.safetensors", "metadata.json",
                                                           "loss.parquet"}
-            scores = pd.read_parquet(workdir / f"results/scores/{method}/synthetic/{category}.parquet")
-            maps = __import__("numpy").load(
-                workdir / f"results/scores/{method}/synthetic/{category}.maps.npy")
+            scores = pd.read_parquet(workdir / "results/scores" / method / "synthetic"
+                                     / f"{category}.parquet")
+            maps = np.load(workdir / "results/scores" / method / "synthetic"
+                           / f"{category}.maps.npy")
             assert maps.dtype.name == "float16" and maps.shape == (len(scores), 64, 64)
             assert {"label", "score", "latency_ms", "image_path"} <= set(scores.columns)
-            metrics = pd.read_parquet(workdir / f"results/metrics/{method}/synthetic/{category}.parquet")
+            metrics = pd.read_parquet(workdir / "results/metrics" / method / "synthetic"
+                                      / f"{category}.parquet")
             assert len(metrics) == 1
             assert {"i_auroc", "p_auroc", "aupro", "i_ap", "p_ap", "i_f1max", "p_f1max",
                     "latency_ms", "nfe", "params", "train_s"} <= set(metrics.columns)
@@ -112,15 +115,34 @@ def test_changing_one_method_reruns_only_that_method(finished_run, weights_root)
     before_b = outputs_of(workdir, "patchcore_b")
     config = small_config(weights_root)
     config["methods"]["patchcore_b"]["coreset_ratio"] = 0.3
+    # The changed config stays: later tests on this run see it consistent with the outputs.
     write_config(workdir, config)
-    try:
-        snakemake(workdir)
-    finally:
-        write_config(workdir, small_config(weights_root))
+    snakemake(workdir)
     assert outputs_of(workdir, "patchcore_a") == before_a
     after_b = outputs_of(workdir, "patchcore_b")
     assert after_b.keys() == before_b.keys()
     assert all(after_b[p] > before_b[p] for p in before_b)
+
+
+def test_forced_rerun_of_one_category_touches_nothing_else(finished_run):
+    workdir = finished_run
+    before = {**outputs_of(workdir, "patchcore_a"), **outputs_of(workdir, "patchcore_b")}
+    table = workdir / "results/tables/small.md"
+    table_before = table.stat().st_mtime_ns
+    snakemake(workdir, "--forcerun", "results/models/patchcore_a/synthetic/tiles/metadata.json")
+    after = {**outputs_of(workdir, "patchcore_a"), **outputs_of(workdir, "patchcore_b")}
+    changed = {p.relative_to(workdir / "results").as_posix() for p in before
+               if after[p] != before[p]}
+    assert changed == {
+        "models/patchcore_a/synthetic/tiles/model.safetensors",
+        "models/patchcore_a/synthetic/tiles/loss.parquet",
+        "models/patchcore_a/synthetic/tiles/metadata.json",
+        "scores/patchcore_a/synthetic/tiles.parquet",
+        "scores/patchcore_a/synthetic/tiles.maps.npy",
+        "metrics/patchcore_a/synthetic/tiles.parquet",
+    }
+    assert table.stat().st_mtime_ns > table_before
+    assert "widget" in table.read_text()
 
 
 def test_single_category_target_builds_only_that_category(tmp_path, weights_root):

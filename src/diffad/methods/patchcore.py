@@ -143,8 +143,8 @@ def greedy_coreset(
     generator = torch.Generator().manual_seed(seed)
     reduced = features
     if 0 < projection_dim < dim:
-        projection = torch.randn(dim, projection_dim, generator=generator) / math.sqrt(projection_dim)
-        reduced = features @ projection.to(features.device)
+        projection = torch.randn(dim, projection_dim, generator=generator)
+        reduced = features @ (projection / math.sqrt(projection_dim)).to(features.device)
     start = int(torch.randint(n, (1,), generator=generator))
     selected = torch.empty(k, dtype=torch.long)
     min_dist = torch.full((n,), float("inf"), device=features.device)

@@ -64,7 +64,8 @@ def fetch_weights(name: str, root: str | os.PathLike) -> Path:
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp))
     cfg = {k: v for k, v in model.pretrained_cfg.items() if _jsonable(v)}
-    write_json({"architecture": name, "source": source, "pretrained_cfg": cfg}, folder / CONFIG_FILE)
+    write_json({"architecture": name, "source": source, "pretrained_cfg": cfg},
+               folder / CONFIG_FILE)
     return folder
 
 

@@ -147,8 +147,10 @@ def write_tables(table: pd.DataFrame, md: str, csv: str, tex: str, title: str) -
     """Markdown and LaTeX formatted for papers; CSV with full precision for analysis."""
     shown = format_table(table)
     with atomic_path(md) as tmp:
+        # disable_numparse: tabulate would re-parse "97.0" and print "97".
+        markdown = shown.to_markdown(index=False, disable_numparse=True)
         tmp.write_text(f"# {title}\n\nMetrics in %; Δ = ours − paper; n/a = unavailable "
-                       "(no ground-truth masks).\n\n" + shown.to_markdown(index=False, disable_numparse=True) + "\n")
+                       f"(no ground-truth masks).\n\n{markdown}\n")
     with atomic_path(csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(tex) as tmp:
