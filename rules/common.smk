@@ -5,14 +5,33 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from diffad.data import dataset_categories
-from diffad.methods import method_class, resolve_method, weight_names
+from diffad.methods import (
+    expand_method_grids,
+    method_class,
+    resolve_method,
+    training_params,
+    training_variants,
+    weight_names,
+)
 from diffad.stages import ALL_CATEGORIES
 
 validate(config, schema="../config/schema/config.schema.yaml")
 
 # Resolved once, at DAG build: an unknown kind or a bad parameter fails here,
 # with its config path in the message, before any job starts.
-METHODS = {name: resolve_method(name, cfg) for name, cfg in config["methods"].items()}
+GRID_METHODS = expand_method_grids(config["method_grids"])
+CLASHES = sorted(set(GRID_METHODS) & set(config["methods"]))
+if CLASHES:
+    raise ValueError(f"method_grids produce variants also named in methods: {CLASHES}")
+METHODS = {
+    name: resolve_method(name, cfg)
+    for name, cfg in {**config["methods"], **GRID_METHODS}.items()
+}
+UNKNOWN = sorted({v for vs in config["best_of"].values() for v in vs} - set(METHODS))
+if UNKNOWN:
+    raise ValueError(f"best_of names variants that are not configured: {UNKNOWN}")
+# Variants differing only in inference settings share the first one's model.
+TRAINED_BY = training_variants(METHODS)
 DATASETS = config["datasets"]
 RUNTIME = config["runtime"]
 WEIGHTS = RUNTIME["weights_dir"]
@@ -55,6 +74,11 @@ def get_method(wildcards):
     return METHODS[wildcards.method]
 
 
+def get_training_params(wildcards):
+    # Only what shapes the model: changing an inference setting must not retrain.
+    return training_params(METHODS[wildcards.method])
+
+
 def get_weights(wildcards):
     return [
         f"{WEIGHTS}/{name}/model.safetensors"
@@ -62,14 +86,17 @@ def get_weights(wildcards):
     ]
 
 
-def get_model(wildcards):
+def get_model_dir(wildcards):
     category = train_category(wildcards.method, wildcards.category)
-    return f"results/models/{wildcards.method}/{wildcards.dataset}/{category}/metadata.json"
+    return f"results/models/{TRAINED_BY[wildcards.method]}/{wildcards.dataset}/{category}"
+
+
+def get_model(wildcards):
+    return f"{get_model_dir(wildcards)}/metadata.json"
 
 
 def get_model_weights(wildcards):
-    category = train_category(wildcards.method, wildcards.category)
-    return f"results/models/{wildcards.method}/{wildcards.dataset}/{category}/model.safetensors"
+    return f"{get_model_dir(wildcards)}/model.safetensors"
 
 
 def get_metrics(wildcards=None):

@@ -24,6 +24,7 @@ rule build_tables:
         "../envs/data.yaml"
     params:
         references={name: cfg["reference"] for name, cfg in METHODS.items()},
+        best_of=config["best_of"],
     script:
         "../workflow/scripts/tables.py"
 

@@ -15,7 +15,7 @@ rule train:
         "../envs/torch.yaml"
     threads: workflow.cores
     params:
-        method=get_method,
+        method=get_training_params,
         image_size=get_image_size,
         seed=RUNTIME["seed"],
     script:

@@ -78,3 +78,16 @@ def test_shipped_reference_files_parse():
     files = sorted((Path(__file__).resolve().parents[1] / "config/reference").glob("*.csv"))
     reference = read_reference(files)
     assert len(reference) > 0 and reference["value"].between(0, 100).all()
+
+
+def test_best_of_picks_the_best_variant_per_category(tmp_path):
+    metrics = pd.concat([
+        _metrics("s2", values=((0.90, 0.95), (0.97, 0.9))),
+        _metrics("s3", values=((0.95, 0.80), (0.93, 0.8))),
+    ], ignore_index=True)
+    table = build_table(metrics, read_reference([]), {}, best={"tuned": ["s2", "s3"]})
+    tuned = table[table["method"] == "tuned"].set_index("category")
+    assert tuned.loc["bottle", "i_auroc"] == pytest.approx(95.0)
+    assert tuned.loc["bottle", "p_auroc"] == pytest.approx(80.0)  # the chosen variant's row
+    assert tuned.loc["cable", "i_auroc"] == pytest.approx(97.0)
+    assert tuned.loc["mean", "i_auroc"] == pytest.approx(96.0)

@@ -6,6 +6,7 @@ keep each run well under a minute on two cores.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -201,6 +202,22 @@ def test_bad_config_fails_at_dag_build_naming_the_key(tmp_path, weights_root, mu
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("experiment", "variants", "train_jobs"),
+    # latent_inversion: 44 variants (2 + 3 + 6 + 6 + 27 reconstruction points)
+    # share one model per category of MVTec AD (15) and VisA (12).
+    [("patchcore", 1, 15 + 12 + 6), ("latent_inversion", 44, 15 + 12)],
+)
+def test_reproduction_config_dry_runs_the_full_dag(tmp_path, experiment, variants, train_jobs):
+    result = snakemake(tmp_path, "--dry-run", "--configfile",
+                       str(REPO / f"config/experiments/{experiment}.yaml"))
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
+    assert int(counts["train"]) == train_jobs
+    assert int(counts["infer"]) == variants * train_jobs
+    assert int(counts["evaluate"]) == variants * train_jobs
+    assert int(counts["build_tables"]) == 1
 
 
 def test_lint_is_clean():

@@ -14,14 +14,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from diffad.data import read_manifest
 from diffad.device import pick_device, seed_everything
 from diffad.errors import DatasetError
 from diffad.io import provenance, write_json, write_npy, write_parquet
 from diffad.methods import Runtime, build_method
-from diffad.methods.loader import image_batches
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +34,7 @@ def make_runtime(settings: dict[str, Any], image_size: int) -> Runtime:
         image_size=image_size,
         seed=int(settings.get("seed", 0)),
         num_workers=int(settings.get("num_workers", 0)),
+        cache_dir=Path(settings["cache_dir"]) if settings.get("cache_dir") else None,
     )
 
 
@@ -64,9 +63,9 @@ def train(
     log.info("training %s on %d images of %s on %s", method_cfg["kind"], len(rows), category,
              runtime.device)
     start = time.perf_counter()
-    loss = method.fit(rows["image_path"].tolist())
-    train_s = time.perf_counter() - start
     out = Path(model_dir)
+    loss = method.fit(rows["image_path"].tolist(), checkpoint_dir=out)
+    train_s = time.perf_counter() - start
     method.save(out)
     write_parquet(loss, out / "loss.parquet")
     # Written last: its presence says the folder is complete.
@@ -86,35 +85,28 @@ def infer(
     scores_path: str, maps_path: str, runtime: Runtime,
 ) -> None:
     """Score the test split: a Parquet row per image and a float16 map stack in row order."""
-    rows = select(read_manifest(manifest_path), category, "test", manifest_path)
+    manifest = read_manifest(manifest_path)
+    rows = select(manifest, category, "test", manifest_path)
     seed_everything(runtime.seed)
     method = build_method(method_cfg, runtime)
     method.load(Path(model_dir))
     paths = rows["image_path"].tolist()
     batch_size = getattr(method.params, "batch_size", 8)
-
-    # One untimed batch first: lazy initialisation and allocator warm-up are not latency.
-    warm = next(iter(image_batches(paths[:batch_size], runtime, batch_size, desc="warm-up")))
-    method.predict(warm.to(runtime.device))
+    train_paths = select(manifest, category, "train", manifest_path)["image_path"].tolist()
 
     scores, maps, latency, detectors = [], [], [], {}
-    for images in image_batches(paths, runtime, batch_size, desc="inference"):
-        images = images.to(runtime.device)
-        _synchronize(runtime.device)
-        start = time.perf_counter()
-        pred = method.predict(images)
-        _synchronize(runtime.device)
-        per_image_ms = 1000 * (time.perf_counter() - start) / len(images)
+    for pred, per_image_ms in method.score_files(paths, batch_size, train_paths):
         scores.append(pred.scores)
         maps.append(pred.maps.astype(np.float32))
-        latency.extend([per_image_ms] * len(images))
+        latency.extend([per_image_ms] * len(pred.scores))
         for name, values in pred.detectors.items():
             detectors.setdefault(name, []).append(values)
+    detectors = {name: np.concatenate(values) for name, values in detectors.items()}
 
     table = rows[["image_path", "category", "defect_type", "label", "mask_path"]].copy()
-    table["score"] = np.concatenate(scores).astype(np.float64)
+    table["score"] = method.combine_scores(np.concatenate(scores), detectors).astype(np.float64)
     for name, values in detectors.items():
-        table[f"score_{name}"] = np.concatenate(values).astype(np.float64)
+        table[f"score_{name}"] = values.astype(np.float64)
     table["latency_ms"] = latency
     table["nfe"] = method.nfe
     stack = np.concatenate(maps)
@@ -123,8 +115,3 @@ def infer(
     half = np.finfo(np.float16)
     write_npy(np.clip(stack, half.min, half.max).astype(np.float16), maps_path)
     write_parquet(table, scores_path)
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)

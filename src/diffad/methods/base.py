@@ -9,7 +9,9 @@ subset of them (``{kind: patchcore}`` alone is valid).
 from __future__ import annotations
 
 import dataclasses
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
+
+from diffad.device import synchronize
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Runtime:
     image_size: int
     seed: int = 0
     num_workers: int = 0
+    cache_dir: Path | None = None  #: shared cache of derived data (backbone features)
 
 
 class AnomalyMethod(ABC):
@@ -46,18 +51,52 @@ class AnomalyMethod(ABC):
     Params: ClassVar[type]
     #: True for methods that train one model per dataset (category ``all``), e.g. VLMDiff.
     per_dataset: ClassVar[bool] = False
+    #: Hyperparameters that change inference only: variants that differ in nothing
+    #: else share one trained model (one train job, e.g. a grid over sampling steps).
+    inference_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: Any, runtime: Runtime):
         self.params = params
         self.runtime = runtime
 
     @abstractmethod
-    def fit(self, image_paths: list[str]) -> pd.DataFrame:
-        """Train on normal images; return the loss curve (columns ``step``, ``loss``)."""
+    def fit(self, image_paths: list[str], checkpoint_dir: Path | None = None) -> pd.DataFrame:
+        """Train on normal images; return the loss curve (columns ``step``, ``loss``).
+
+        Methods that train for long write resumable checkpoints into ``checkpoint_dir``.
+        """
 
     @abstractmethod
     def predict(self, images: torch.Tensor) -> BatchPrediction:
         """Score a batch of images, (B, 3, H, W) RGB in [0, 1] on ``runtime.device``."""
+
+    def score_files(
+        self, paths: list[str], batch_size: int, train_paths: list[str]
+    ) -> Iterator[tuple[BatchPrediction, float]]:
+        """Predictions for ``paths`` in order, batch by batch, with ms per image.
+
+        The first batch runs once untimed: lazy initialisation and allocator
+        warm-up are not latency. ``train_paths`` serve methods whose scores are
+        standardized by train-split statistics.
+        """
+        from diffad.methods.loader import image_batches
+
+        device = self.runtime.device
+        warm = False
+        for images in image_batches(paths, self.runtime, batch_size, desc="inference"):
+            images = images.to(device)
+            if not warm:
+                self.predict(images)
+                warm = True
+            synchronize(device)
+            start = time.perf_counter()
+            prediction = self.predict(images)
+            synchronize(device)
+            yield prediction, 1000 * (time.perf_counter() - start) / len(images)
+
+    def combine_scores(self, scores: np.ndarray, detectors: dict[str, np.ndarray]) -> np.ndarray:
+        """Image scores of the whole split, for scores that need the split (e.g. its range)."""
+        return scores
 
     @abstractmethod
     def save(self, folder: Path) -> None:
@@ -75,6 +114,11 @@ class AnomalyMethod(ABC):
     @abstractmethod
     def num_parameters(self) -> int:
         """Parameters of the networks used at inference."""
+
+    @classmethod
+    def applicable(cls, resolved: dict[str, Any]) -> bool:
+        """False for grid points that do not exist for this kind (left out of the DAG)."""
+        return True
 
     @classmethod
     def weight_names(cls, params: Any) -> list[str]:
@@ -97,8 +141,13 @@ def check_params(params_cls: type, values: dict[str, Any], where: str) -> Any:
             f"{where}: unknown parameter(s) {unknown}; known: {sorted(fields)}"
         )
     defaults = params_cls()
+    choices = getattr(params_cls, "CHOICES", {})
     for key, value in values.items():
         _check_type(getattr(defaults, key), value, f"{where}.{key}")
+        if key in choices and value not in choices[key]:
+            from diffad.errors import ConfigError
+
+            raise ConfigError(f"{where}.{key}: {value!r} is not one of {list(choices[key])}")
     return params_cls(**values)
 
 

@@ -53,6 +53,7 @@ class PatchCoreParams:
 class PatchCore(AnomalyMethod):
     kind = "patchcore"
     Params = PatchCoreParams
+    inference_params = frozenset({"num_neighbors", "sigma", "batch_size"})
 
     def __init__(self, params: PatchCoreParams, runtime: Runtime):
         super().__init__(params, runtime)
@@ -91,7 +92,7 @@ class PatchCore(AnomalyMethod):
             features = flat.reshape(b, h, w, -1).permute(0, 3, 1, 2)
         return features
 
-    def fit(self, image_paths: list[str]) -> pd.DataFrame:
+    def fit(self, image_paths: list[str], checkpoint_dir: Path | None = None) -> pd.DataFrame:
         batches = image_batches(image_paths, self.runtime, self.params.batch_size, desc="features")
         features = [self.embed(images.to(self.runtime.device)) for images in batches]
         patches = torch.cat(features).permute(0, 2, 3, 1).reshape(-1, features[0].shape[1])

@@ -14,6 +14,7 @@ rejected with the config path named). Keys every kind accepts:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from typing import Any
 
 from diffad.errors import ConfigError
@@ -64,6 +65,53 @@ def build_method(resolved: dict[str, Any], runtime: Runtime) -> AnomalyMethod:
     cls = method_class(resolved["kind"])
     values = {k: v for k, v in resolved.items() if k not in COMMON_KEYS}
     return cls(cls.Params(**values), runtime)
+
+
+def training_params(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that determine the trained model: all but the inference-only ones."""
+    cls = method_class(resolved["kind"])
+    return {k: v for k, v in resolved.items()
+            if k != "reference" and k not in cls.inference_params}
+
+
+def training_variants(resolved: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Map each variant to the first variant (config order) with the same training
+    parameters, whose model it uses: a grid over inference settings trains once."""
+    owners: dict[str, str] = {}
+    out = {}
+    for name, params in resolved.items():
+        key = repr(sorted(training_params(params).items()))
+        out[name] = owners.setdefault(key, name)
+    return out
+
+
+def expand_method_grids(grids: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Variants of every ``method_grids`` entry: the product of its ``vary`` lists.
+
+    Each entry is ``{name: "li_s{steps}", base: {kind: ..., ...}, vary: {steps: [2, 3]}}``;
+    ``name`` is formatted with the point's values. Points the kind declares not
+    applicable (e.g. a reconstruction that would start before its first step,
+    a "-" cell of the paper's grid) are left out.
+    """
+    variants: dict[str, dict[str, Any]] = {}
+    for grid, spec in grids.items():
+        where = f"method_grids.{grid}"
+        keys = list(spec["vary"])
+        cls = method_class(spec["base"].get("kind"), f"{where}.base")
+        for values in itertools.product(*(spec["vary"][k] for k in keys)):
+            point = dict(zip(keys, values, strict=True))
+            cfg = {**spec["base"], **point}
+            try:
+                name = spec["name"].format(**point)
+            except KeyError as err:
+                raise ConfigError(f"{where}.name: {err} is not a varied parameter") from None
+            if name in variants:
+                raise ConfigError(f"{where}.name: '{name}' is produced twice; "
+                                  "name every varied parameter in it")
+            resolved = resolve_method(name, cfg)
+            if cls.applicable(resolved):
+                variants[name] = cfg
+    return variants
 
 
 def weight_names(resolved: dict[str, Any]) -> list[str]:
