@@ -5,6 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from diffad.data import dataset_categories
+from diffad.errors import ConfigError
 from diffad.methods import (
     expand_method_grids,
     method_class,
@@ -22,14 +23,14 @@ validate(config, schema="../config/schema/config.schema.yaml")
 GRID_METHODS = expand_method_grids(config["method_grids"])
 CLASHES = sorted(set(GRID_METHODS) & set(config["methods"]))
 if CLASHES:
-    raise ValueError(f"method_grids produce variants also named in methods: {CLASHES}")
+    raise ConfigError(f"method_grids produce variants also named in methods: {CLASHES}")
 METHODS = {
     name: resolve_method(name, cfg)
     for name, cfg in {**config["methods"], **GRID_METHODS}.items()
 }
 UNKNOWN = sorted({v for vs in config["best_of"].values() for v in vs} - set(METHODS))
 if UNKNOWN:
-    raise ValueError(f"best_of names variants that are not configured: {UNKNOWN}")
+    raise ConfigError(f"best_of names variants that are not configured: {UNKNOWN}")
 # Variants differing only in inference settings share the first one's model.
 TRAINED_BY = training_variants(METHODS)
 DATASETS = config["datasets"]
@@ -88,7 +89,9 @@ def get_weights(wildcards):
 
 def get_model_dir(wildcards):
     category = train_category(wildcards.method, wildcards.category)
-    return f"results/models/{TRAINED_BY[wildcards.method]}/{wildcards.dataset}/{category}"
+    return (
+        f"results/models/{TRAINED_BY[wildcards.method]}/{wildcards.dataset}/{category}"
+    )
 
 
 def get_model(wildcards):

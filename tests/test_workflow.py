@@ -21,6 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
 
 
+LATENT_INVERSION = {"kind": "latent_inversion", "backbone": "tf_efficientnet_lite0",
+                    "block_out_channels": [32, 64], "layers_per_block": 1, "epochs": 3,
+                    "batch_size": 8}
+
+
 def small_config(weights_root: Path, **overrides) -> dict:
     config = {
         "experiment": "small",
@@ -38,6 +43,9 @@ def small_config(weights_root: Path, **overrides) -> dict:
                             "coreset_ratio": 0.5},
             "patchcore_b": {"kind": "patchcore", "backbone": "tf_efficientnet_lite0",
                             "coreset_ratio": 0.25},
+            "li": LATENT_INVERSION,
+            # Differs in inference settings only: must reuse li's model.
+            "li_s3": {**LATENT_INVERSION, "steps": 3, "score": "combined_train"},
         },
         "runtime": {"weights_dir": str(weights_root), "seed": 0},
     }
@@ -96,6 +104,14 @@ def test_full_run_writes_every_contracted_output(finished_run):
                     "latency_ms", "nfe", "params", "train_s"} <= set(metrics.columns)
             assert 0.0 <= metrics["i_auroc"].iloc[0] <= 1.0
             assert metrics["params"].iloc[0] > 0
+    # Inference variants share the model of the first variant with their training params.
+    assert not (workdir / "results/models/li_s3").exists()
+    for category in categories:
+        li = pd.read_parquet(workdir / f"results/scores/li_s3/synthetic/{category}.parquet")
+        assert {"score_nll", "score_norm"} <= set(li.columns) and (li["nfe"] == 3).all()
+        assert (workdir / f"results/metrics/li_s3/synthetic/{category}.parquet").exists()
+    # Backbone features were extracted once per (category, split) and reused by both variants.
+    assert len(list((workdir / "results/cache/features").glob("*.safetensors"))) == 4
     table = (workdir / "results/tables/small.md").read_text()
     assert "patchcore_a" in table and "mean" in table
     for ext in ("csv", "tex"):
