@@ -16,10 +16,6 @@ from diffad.data import load_mask
 from diffad.errors import DatasetError
 from diffad.metrics import compute_all
 
-#: Columns of a metrics Parquet file after the (method, dataset, category) labels.
-METRIC_COLUMNS = ("i_auroc", "p_auroc", "aupro", "i_ap", "p_ap", "i_f1max", "p_f1max",
-                  "latency_ms", "nfe", "params", "train_s", "n_test", "n_anomalous")
-
 
 def evaluate(
     scores_path: str, maps_path: str, model_dir: str, image_size: int,

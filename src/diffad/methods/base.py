@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from diffad.device import synchronize
+from diffad.errors import ConfigError
 
 
 @dataclass
@@ -126,17 +127,11 @@ class AnomalyMethod(ABC):
         return []
 
 
-def params_to_dict(params: Any) -> dict[str, Any]:
-    return dataclasses.asdict(params)
-
-
 def check_params(params_cls: type, values: dict[str, Any], where: str) -> Any:
     """Build ``params_cls`` from ``values``, naming ``where.key`` for any bad entry."""
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        from diffad.errors import ConfigError
-
         raise ConfigError(
             f"{where}: unknown parameter(s) {unknown}; known: {sorted(fields)}"
         )
@@ -145,15 +140,11 @@ def check_params(params_cls: type, values: dict[str, Any], where: str) -> Any:
     for key, value in values.items():
         _check_type(getattr(defaults, key), value, f"{where}.{key}")
         if key in choices and value not in choices[key]:
-            from diffad.errors import ConfigError
-
             raise ConfigError(f"{where}.{key}: {value!r} is not one of {list(choices[key])}")
     return params_cls(**values)
 
 
 def _check_type(default: Any, value: Any, where: str) -> None:
-    from diffad.errors import ConfigError
-
     if default is None:
         return
     if isinstance(default, bool):

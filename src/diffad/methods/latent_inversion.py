@@ -112,7 +112,6 @@ class LatentInversion(AnomalyMethod):
         self.feature_mean = torch.zeros(1, channels, 1, 1)
         self.feature_std = torch.ones(1, channels, 1, 1)
         self.train_score_stats: tuple[float, float, float, float] | None = None
-        self.unet_calls = 0
 
     @classmethod
     def applicable(cls, resolved: dict[str, Any]) -> bool:
@@ -162,7 +161,6 @@ class LatentInversion(AnomalyMethod):
     # ---------------------------------------------------------------- inference
 
     def _eps(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        self.unet_calls += 1
         timestep = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         with autocast(self.runtime.device):
             return self.unet(x, timestep).sample
@@ -224,7 +222,8 @@ class LatentInversion(AnomalyMethod):
         nll = gaussian_nll(xt)
         spread = norm.flatten(1).amax(1) - norm.flatten(1).amin(1)
         detectors = {"nll": nll.cpu().numpy(), "norm": spread.cpu().numpy()}
-        score = detectors["norm" if self.params.score != "nll" else "nll"]
+        # `combined*` needs the whole split: combine_scores replaces this per-batch value.
+        score = detectors["nll" if self.params.score == "nll" else "norm"]
         return BatchPrediction(scores=score, maps=upsample(norm, image_size).cpu().numpy(),
                                detectors=detectors)
 

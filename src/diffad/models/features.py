@@ -68,7 +68,7 @@ class FeatureExtractor(torch.nn.Module):
 
     def key(self, paths: list[str]) -> str:
         """Identifies the features of ``paths``: backbone setting, size, files and their mtimes."""
-        files = [(p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
+        files = [(p, st.st_size, st.st_mtime_ns) for p in paths for st in [os.stat(p)]]
         blob = json.dumps([self.name, self.stages, self.stride, self.runtime.image_size, files])
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
