@@ -8,6 +8,7 @@ from diffad.data import dataset_categories
 from diffad.errors import ConfigError
 from diffad.methods import (
     expand_method_grids,
+    grid_points,
     method_class,
     resolve_method,
     training_params,
@@ -20,6 +21,7 @@ validate(config, schema="../config/schema/config.schema.yaml")
 
 # Resolved once, at DAG build: an unknown kind or a bad parameter fails here,
 # with its config path in the message, before any job starts.
+GRID_POINTS = grid_points(config["method_grids"])
 GRID_METHODS = expand_method_grids(config["method_grids"])
 CLASHES = sorted(set(GRID_METHODS) & set(config["methods"]))
 if CLASHES:

@@ -25,6 +25,7 @@ rule build_tables:
     params:
         references={name: cfg["reference"] for name, cfg in METHODS.items()},
         best_of=config["best_of"],
+        grids=GRID_POINTS,
     script:
         "../workflow/scripts/tables.py"
 

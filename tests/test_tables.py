@@ -91,3 +91,30 @@ def test_best_of_picks_the_best_variant_per_category(tmp_path):
     assert tuned.loc["bottle", "p_auroc"] == pytest.approx(80.0)  # the chosen variant's row
     assert tuned.loc["cable", "i_auroc"] == pytest.approx(97.0)
     assert tuned.loc["mean", "i_auroc"] == pytest.approx(96.0)
+
+
+def test_grid_view_lays_out_a_two_parameter_grid_like_the_paper(tmp_path):
+    rows = []
+    for steps in (3, 5):
+        for start in (20, 40):
+            if steps == 3 and start == 20:
+                continue  # not applicable, as in the paper's "-" cell
+            m = _metrics(f"r_s{steps}_p{start}", values=((0.5 + steps / 100 + start / 1000,
+                                                         0.9),) * 2)
+            rows.append(m)
+    metrics = pd.concat(rows, ignore_index=True)
+    reference = _reference(tmp_path, [("r_s5_p40", "mvtec_ad", "mean", "i_auroc", 50.0, "T4")])
+    table = build_table(metrics, reference, {})
+    grids = {"recon": {f"r_s{s}_p{p}": {"steps": s, "start_percent": p}
+                       for s in (3, 5) for p in (20, 40) if (s, p) != (3, 20)}}
+    md, csv, tex = tmp_path / "t.md", tmp_path / "t.csv", tmp_path / "t.tex"
+    write_tables(table, md=str(md), csv=str(csv), tex=str(tex), title="exp", grids=grids)
+    text = md.read_text()
+    assert "## recon on mvtec_ad: mean i_auroc (%)" in text
+    lines = text.splitlines()
+    header = next(line for line in lines if "steps=3" in line)
+    assert header.index("steps=3") < header.index("steps=5")
+    row20 = next(line for line in lines if line.startswith("| 20"))
+    row40 = next(line for line in lines if line.startswith("| 40"))
+    assert "–" in row20 and "57.0" in row20  # s3 p20 left out; s5 p20 = 0.5+0.05+0.02
+    assert "59.0 (50.0, +9.0)" in row40

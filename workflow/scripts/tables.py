@@ -8,4 +8,4 @@ with log_to(sm.log[0]):
     table = build_table(read_metrics(sm.input.metrics), read_reference(sm.input.reference),
                         sm.params.references, sm.params.best_of)
     write_tables(table, md=sm.output.md, csv=sm.output.csv, tex=sm.output.tex,
-                 title=sm.wildcards.experiment)
+                 title=sm.wildcards.experiment, grids=sm.params.grids)

@@ -9,6 +9,7 @@ from diffad.methods.base import AnomalyMethod, BatchPrediction, Runtime
 from diffad.methods.registry import (
     build_method,
     expand_method_grids,
+    grid_points,
     method_class,
     method_kinds,
     register_method,
@@ -20,6 +21,7 @@ from diffad.methods.registry import (
 
 __all__ = [
     "AnomalyMethod", "BatchPrediction", "Runtime", "build_method", "expand_method_grids",
+    "grid_points",
     "method_class",
     "method_kinds", "register_method", "resolve_method", "training_params",
     "training_variants", "weight_names",

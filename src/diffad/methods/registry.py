@@ -85,33 +85,40 @@ def training_variants(resolved: dict[str, dict[str, Any]]) -> dict[str, str]:
     return out
 
 
-def expand_method_grids(grids: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Variants of every ``method_grids`` entry: the product of its ``vary`` lists.
+def grid_points(grids: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per ``method_grids`` entry, its variants: name -> the varied values of that point.
 
     Each entry is ``{name: "li_s{steps}", base: {kind: ..., ...}, vary: {steps: [2, 3]}}``;
-    ``name`` is formatted with the point's values. Points the kind declares not
-    applicable (e.g. a reconstruction that would start before its first step,
-    a "-" cell of the paper's grid) are left out.
+    the points are the product of the ``vary`` lists and ``name`` is formatted with a
+    point's values. Points the kind declares not applicable (e.g. a reconstruction that
+    would start before its first step, a "-" cell of the paper's grid) are left out.
     """
-    variants: dict[str, dict[str, Any]] = {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    seen: set[str] = set()
     for grid, spec in grids.items():
         where = f"method_grids.{grid}"
         keys = list(spec["vary"])
         cls = method_class(spec["base"].get("kind"), f"{where}.base")
+        out[grid] = {}
         for values in itertools.product(*(spec["vary"][k] for k in keys)):
             point = dict(zip(keys, values, strict=True))
-            cfg = {**spec["base"], **point}
             try:
                 name = spec["name"].format(**point)
             except KeyError as err:
                 raise ConfigError(f"{where}.name: {err} is not a varied parameter") from None
-            if name in variants:
+            if name in seen:
                 raise ConfigError(f"{where}.name: '{name}' is produced twice; "
                                   "name every varied parameter in it")
-            resolved = resolve_method(name, cfg)
-            if cls.applicable(resolved):
-                variants[name] = cfg
-    return variants
+            seen.add(name)
+            if cls.applicable(resolve_method(name, {**spec["base"], **point})):
+                out[grid][name] = point
+    return out
+
+
+def expand_method_grids(grids: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The config entry of every variant of every grid (see :func:`grid_points`)."""
+    return {name: {**grids[grid]["base"], **point}
+            for grid, points in grid_points(grids).items() for name, point in points.items()}
 
 
 def weight_names(resolved: dict[str, Any]) -> list[str]:

@@ -163,14 +163,64 @@ def _fmt(value: float, pattern: str, missing: str) -> str:
     return missing if value is None or pd.isna(value) else pattern.format(value)
 
 
-def write_tables(table: pd.DataFrame, md: str, csv: str, tex: str, title: str) -> None:
-    """Markdown and LaTeX formatted for papers; CSV with full precision for analysis."""
+def grid_views(
+    table: pd.DataFrame, grids: Mapping[str, Mapping[str, Mapping[str, object]]],
+    metric: str = "i_auroc",
+) -> str:
+    """Each method grid as the papers lay it out: the dataset mean of ``metric``, one
+    column per value of the first varied parameter and one row per value of the
+    second (a single row for one-parameter grids). Cells: ours (paper, Δ); "–" marks
+    points the method leaves out.
+    """
+    means = table[table["category"] == MEAN]
+    sections = []
+    for grid, points in grids.items():
+        if not points:
+            continue
+        keys = list(next(iter(points.values())))
+        for dataset in means["dataset"].unique():
+            rows = means[means["dataset"] == dataset].set_index("method")
+            cells: dict[tuple, str] = {}
+            for name, point in points.items():
+                if name not in rows.index:
+                    continue
+                ours, paper = rows.loc[name, metric], rows.get(f"{metric} paper")
+                paper = None if paper is None else paper.get(name)
+                text = _fmt(ours, "{:.1f}", "n/a")
+                if paper is not None and not pd.isna(paper):
+                    text += f" ({paper:.1f}, {ours - paper:+.1f})"
+                cells[tuple(point[k] for k in keys)] = text
+            if not cells:
+                continue
+            columns = list(dict.fromkeys(c[0] for c in cells))
+            if len(keys) == 1:
+                view = pd.DataFrame([[cells.get((c,), "–") for c in columns]],
+                                    index=[grid], columns=columns)
+            else:
+                index = list(dict.fromkeys(c[1] for c in cells))
+                view = pd.DataFrame([[cells.get((c, r), "–") for c in columns] for r in index],
+                                    index=index, columns=columns)
+            view.columns = [f"{keys[0]}={c}" for c in view.columns]
+            view.index.name = grid if len(keys) == 1 else f"{grid}: {keys[1]}"
+            sections.append(f"## {grid} on {dataset}: mean {metric} (%), ours (paper, Δ)\n\n"
+                            + view.to_markdown(disable_numparse=True) + "\n")
+    return "\n".join(sections)
+
+
+def write_tables(table: pd.DataFrame, md: str, csv: str, tex: str, title: str,
+                 grids: Mapping[str, Mapping[str, Mapping[str, object]]] | None = None) -> None:
+    """Markdown and LaTeX formatted for papers; CSV with full precision for analysis.
+
+    With ``grids``, the Markdown also shows each method grid in the paper's layout.
+    """
     shown = format_table(table)
     with atomic_path(md) as tmp:
         # disable_numparse: tabulate would re-parse "97.0" and print "97".
         markdown = shown.to_markdown(index=False, disable_numparse=True)
+        views = grid_views(table, grids) if grids else ""
         tmp.write_text(f"# {title}\n\nMetrics in %; Δ = ours − paper; n/a = unavailable "
-                       f"(no ground-truth masks).\n\n{markdown}\n")
+                       f"(no ground-truth masks).\n\n{markdown}\n"
+                       + (f"\n{views}" if views else ""))
     with atomic_path(csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(tex) as tmp:
