@@ -69,6 +69,16 @@ def train_category(method, category):
     return ALL_CATEGORIES if per_dataset else category
 
 
+def get_resource(rule, key):
+    """A job resource of `rule`: the dataset's override, else the top-level `resources`."""
+
+    def resource(wildcards):
+        override = DATASETS[wildcards.dataset].get("resources", {}).get(rule, {})
+        return override.get(key, config["resources"][rule].get(key))
+
+    return resource
+
+
 def get_image_size(wildcards):
     return DATASETS[wildcards.dataset]["image_size"]
 

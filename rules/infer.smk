@@ -12,9 +12,18 @@ rule infer:
         maps="results/scores/{method}/{dataset}/{category}.maps.npy",
     log:
         "logs/infer/{method}/{dataset}/{category}.log",
+    # One cluster job scores a category, computes its metrics and draws its heatmaps.
+    group:
+        "score"
     conda:
         "../envs/torch.yaml"
-    threads: workflow.cores
+    threads: get_resource("infer", "cpus_per_task")
+    resources:
+        mem_mb=get_resource("infer", "mem_mb"),
+        runtime=get_resource("infer", "runtime"),
+        cpus_per_task=get_resource("infer", "cpus_per_task"),
+        gpu=get_resource("infer", "gpu"),
+        gpu_model=get_resource("infer", "gpu_model"),
     params:
         method=get_method,
         image_size=get_image_size,

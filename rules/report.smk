@@ -66,6 +66,8 @@ rule heatmaps:
         ),
     log:
         "logs/report/heatmaps/{method}/{dataset}/{category}.log",
+    group:
+        "score"
     conda:
         "../envs/data.yaml"
     params:

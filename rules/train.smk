@@ -13,7 +13,13 @@ rule train:
         "logs/train/{method}/{dataset}/{category}.log",
     conda:
         "../envs/torch.yaml"
-    threads: workflow.cores
+    threads: get_resource("train", "cpus_per_task")
+    resources:
+        mem_mb=get_resource("train", "mem_mb"),
+        runtime=get_resource("train", "runtime"),
+        cpus_per_task=get_resource("train", "cpus_per_task"),
+        gpu=get_resource("train", "gpu"),
+        gpu_model=get_resource("train", "gpu_model"),
     params:
         method=get_training_params,
         image_size=get_image_size,

@@ -5,8 +5,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import traceback
 from collections.abc import Iterator
+
+
+def job_context() -> str:
+    """Host, and the scheduler's job id and GPU allocation when there is one."""
+    keys = ("SLURM_JOB_ID", "SLURM_JOB_GPUS", "CUDA_VISIBLE_DEVICES", "SLURM_CPUS_PER_TASK")
+    found = [f"{key}={os.environ[key]}" for key in keys if key in os.environ]
+    return " ".join([f"host={socket.gethostname()}", *found])
 
 
 @contextlib.contextmanager
@@ -29,6 +37,7 @@ def log_to(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        logger.info("job context: %s", job_context())
         try:
             yield logger
         except BaseException:
