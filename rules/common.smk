@@ -22,7 +22,7 @@ validate(config, schema="../config/schema/config.schema.yaml")
 # Resolved once, at DAG build: an unknown kind or a bad parameter fails here,
 # with its config path in the message, before any job starts.
 GRID_POINTS = grid_points(config["method_grids"])
-GRID_METHODS = expand_method_grids(config["method_grids"])
+GRID_METHODS = expand_method_grids(config["method_grids"], GRID_POINTS)
 CLASHES = sorted(set(GRID_METHODS) & set(config["methods"]))
 if CLASHES:
     raise ConfigError(f"method_grids produce variants also named in methods: {CLASHES}")

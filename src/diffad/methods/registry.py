@@ -115,10 +115,15 @@ def grid_points(grids: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[st
     return out
 
 
-def expand_method_grids(grids: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The config entry of every variant of every grid (see :func:`grid_points`)."""
+def expand_method_grids(
+    grids: dict[str, dict[str, Any]],
+    points: dict[str, dict[str, dict[str, Any]]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The config entry of every variant of every grid, from :func:`grid_points`'s
+    ``points`` (computed here when not given)."""
+    points = grid_points(grids) if points is None else points
     return {name: {**grids[grid]["base"], **point}
-            for grid, points in grid_points(grids).items() for name, point in points.items()}
+            for grid, variants in points.items() for name, point in variants.items()}
 
 
 def weight_names(resolved: dict[str, Any]) -> list[str]:
