@@ -22,12 +22,11 @@ the tables report each fold and their mean as the paper does. Config key
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any
 
-from diffad.data.manifest import NORMAL_DEFECT, SPLITS, Sample, check_splits
+from diffad.data.manifest import SPLITS, Sample, check_splits, listed_sample, read_split_file
 from diffad.data.options import categories_of, require_root, root_of
 from diffad.data.registry import register_dataset
 from diffad.errors import ConfigError, DatasetError
@@ -49,14 +48,7 @@ def read_meta_json(path: str, root: str, category: str) -> list[Sample]:
         DatasetError: the file is missing or malformed, or an anomalous test
             image has no mask (naming the file and the image).
     """
-    if not os.path.isfile(path):
-        raise DatasetError(f"COCO-AD meta file {path} for category {category!r} not found. "
-                           f"{_HOW_TO_GET}")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read COCO-AD meta file {path}: {exc}") from exc
+    data = read_split_file(path, f"COCO-AD meta file for category {category!r}:", _HOW_TO_GET)
     if not isinstance(data, dict) or not all(isinstance(data.get(s), dict) for s in SPLITS):
         raise DatasetError(f"COCO-AD meta file {path} needs 'train' and 'test' mappings")
     samples = []
@@ -69,20 +61,10 @@ def read_meta_json(path: str, root: str, category: str) -> list[Sample]:
                     raise DatasetError(
                         f"{path}: {split}.{cls_name}[{i}] lacks img_path or anomaly"
                     ) from exc
-                mask = entry.get("mask_path") if label else None
-                image_path = os.path.join(root, image)
-                if label and split == "test" and not mask:
-                    raise DatasetError(f"{path}: anomalous test image {image_path} has no mask")
-                samples.append(
-                    Sample(
-                        image_path=image_path,
-                        category=category,
-                        split=split,
-                        label=label,
-                        defect_type=ANOMALY_DEFECT if label else NORMAL_DEFECT,
-                        mask_path=os.path.join(root, mask) if mask else None,
-                    )
-                )
+                samples.append(listed_sample(
+                    path, root, image, entry.get("mask_path"), label, category, split,
+                    ANOMALY_DEFECT, mask_key="mask_path",
+                ))
     return samples
 
 

@@ -19,10 +19,12 @@ Building one takes three steps, shared by every dataset kind:
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -60,6 +62,38 @@ class Sample:
     mask_path: str | None = None
     width: int = -1
     height: int = -1
+
+
+def read_split_file(path: str, what: str, hint: str = "") -> Any:
+    """Parse the JSON split file ``path`` (a ``what``, e.g. "Real-IAD split file").
+
+    Raises:
+        DatasetError: naming the file when it is missing or not valid JSON.
+    """
+    if not os.path.isfile(path):
+        raise DatasetError(f"{what} {path} not found{'. ' + hint if hint else ''}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {what} {path}: {exc}") from exc
+
+
+def listed_sample(source: str, base: str, image: str, mask: str | None, label: int,
+                  category: str, split: str, defect_type: str, mask_key: str) -> Sample:
+    """A :class:`Sample` for one entry of the split file ``source``, paths joined onto
+    ``base``. An anomalous test image must list its mask (``mask_key`` in the file)."""
+    image_path = os.path.join(base, image)
+    if label and split == "test" and not mask:
+        raise DatasetError(f"{source}: anomalous test image {image_path} has no {mask_key}")
+    return Sample(
+        image_path=image_path,
+        category=category,
+        split=split,
+        label=label,
+        defect_type=defect_type if label else NORMAL_DEFECT,
+        mask_path=os.path.join(base, mask) if label and mask else None,
+    )
 
 
 def _verify_one(sample: Sample) -> Sample:

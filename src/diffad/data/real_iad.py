@@ -21,11 +21,10 @@ label the JSON gives (the FUIAD splits put anomalies into train).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
-from diffad.data.manifest import NORMAL_DEFECT, SPLITS, Sample, check_splits
+from diffad.data.manifest import SPLITS, Sample, check_splits, listed_sample, read_split_file
 from diffad.data.options import categories_of, require_root, root_of
 from diffad.data.registry import register_dataset
 from diffad.errors import DatasetError
@@ -91,13 +90,7 @@ def read_split_json(path: str, image_dir: str, category: str) -> list[Sample]:
         DatasetError: the file is missing or malformed, or an anomalous test
             image has no mask (the message names the JSON and the image).
     """
-    if not os.path.isfile(path):
-        raise DatasetError(f"Real-IAD split file {path} for category {category!r} not found")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read Real-IAD split file {path}: {exc}") from exc
+    data = read_split_file(path, f"Real-IAD split file for category {category!r}:")
     if not isinstance(data, dict) or not all(isinstance(data.get(s), list) for s in SPLITS):
         raise DatasetError(f"Real-IAD split file {path} needs 'train' and 'test' lists")
     meta = data.get("meta") or {}
@@ -114,20 +107,10 @@ def read_split_json(path: str, image_dir: str, category: str) -> list[Sample]:
                     f"{path}: {split}[{i}] lacks image_path or anomaly_class"
                 ) from exc
             label = int(code != normal_class)
-            mask = entry.get("mask_path") if label else None
-            image_path = os.path.join(base, image)
-            if label and split == "test" and not mask:
-                raise DatasetError(f"{path}: anomalous test image {image_path} has no mask_path")
-            samples.append(
-                Sample(
-                    image_path=image_path,
-                    category=category,
-                    split=split,
-                    label=label,
-                    defect_type=_defect_type(code) if label else NORMAL_DEFECT,
-                    mask_path=os.path.join(base, mask) if mask else None,
-                )
-            )
+            samples.append(listed_sample(
+                path, base, image, entry.get("mask_path"), label, category, split,
+                _defect_type(code), mask_key="mask_path",
+            ))
     return samples
 
 
