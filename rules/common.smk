@@ -4,41 +4,39 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from diffad.data import dataset_categories
-from diffad.errors import ConfigError
+from diffad.data import CATEGORY_PATTERN, dataset_categories
 from diffad.methods import (
-    expand_method_grids,
-    grid_points,
-    method_class,
-    resolve_method,
-    training_params,
-    training_variants,
-    weight_names,
+    ALL_CATEGORIES,
+    kind_of,
+    load_plugins,
+    method_set,
+    params_of,
+    tier_values,
 )
-from diffad.stages import ALL_CATEGORIES
 
 validate(config, schema="../config/schema/config.schema.yaml")
 
 # Resolved once, at DAG build: an unknown kind or a bad parameter fails here,
 # with its config path in the message, before any job starts.
-GRID_POINTS = grid_points(config["method_grids"])
-GRID_METHODS = expand_method_grids(config["method_grids"], GRID_POINTS)
-CLASHES = sorted(set(GRID_METHODS) & set(config["methods"]))
-if CLASHES:
-    raise ConfigError(f"method_grids produce variants also named in methods: {CLASHES}")
-METHODS = {
-    name: resolve_method(name, cfg)
-    for name, cfg in {**config["methods"], **GRID_METHODS}.items()
-}
-UNKNOWN = sorted({v for vs in config["best_of"].values() for v in vs} - set(METHODS))
-if UNKNOWN:
-    raise ConfigError(f"best_of names variants that are not configured: {UNKNOWN}")
-# Variants differing only in inference settings share the first one's model.
-TRAINED_BY = training_variants(METHODS)
+load_plugins(config["plugins"])
+METHOD_SET = method_set(config["methods"], config["method_grids"], config["best_of"])
+METHODS = METHOD_SET.resolved
+# Variants differing only in inference settings share a model (TRAINED_BY);
+# variants differing only in score settings share inference (INFERRED_BY).
+TRAINED_BY = METHOD_SET.trained_by
+INFERRED_BY = METHOD_SET.inferred_by
+PARAMS = {name: params_of(resolved) for name, resolved in METHODS.items()}
+KINDS = {name: kind_of(resolved) for name, resolved in METHODS.items()}
+REQUIREMENTS = {name: KINDS[name].requirements(PARAMS[name]) for name in METHODS}
 DATASETS = config["datasets"]
 RUNTIME = config["runtime"]
 WEIGHTS = RUNTIME["weights_dir"]
 EXPERIMENT = config["experiment"]
+# Where each kind of declared upstream artefact lives, per dataset and category.
+ARTEFACT_PATHS = {
+    "captions": "results/captions/{name}/{dataset}/{category}.parquet",
+    "autoencoder": "results/models/autoencoder/{name}/{dataset}/metadata.json",
+}
 
 
 def get_categories(dataset):
@@ -59,22 +57,35 @@ GRID = [
 wildcard_constraints:
     method="|".join(map(re.escape, METHODS)),
     dataset="|".join(map(re.escape, DATASETS)),
-    category=r"[A-Za-z0-9_.+-]+",
-    backbone=r"[A-Za-z0-9_.-]+",
+    category=CATEGORY_PATTERN,
+    name=r"[A-Za-z0-9_.-]+",
 
 
 def train_category(method, category):
     """Methods that train one model per dataset store it under the category `all`."""
-    per_dataset = method_class(METHODS[method]["kind"]).per_dataset
-    return ALL_CATEGORIES if per_dataset else category
+    return ALL_CATEGORIES if KINDS[method].per_dataset(PARAMS[method]) else category
+
+
+def training_categories(method, dataset, category):
+    """The categories a model trains on: a per-dataset model takes every category of
+    the dataset (the top-level `categories` filter narrows evaluation only)."""
+    if category == ALL_CATEGORIES:
+        return dataset_categories(dataset, DATASETS[dataset])
+    return [category]
 
 
 def get_resource(rule, key):
-    """A job resource of `rule`: the dataset's override, else the top-level `resources`."""
+    """A job resource of `rule`: the dataset's override, else the top-level `resources`.
+
+    A constant where no dataset overrides it: Snakemake evaluates a function per job,
+    which costs seconds in a DAG of thousands of jobs."""
+    default = config["resources"][rule].get(key)
+    if not any(key in d.get("resources", {}).get(rule, {}) for d in DATASETS.values()):
+        return default
 
     def resource(wildcards):
         override = DATASETS[wildcards.dataset].get("resources", {}).get(rule, {})
-        return override.get(key, config["resources"][rule].get(key))
+        return override.get(key, default)
 
     return resource
 
@@ -84,19 +95,80 @@ def get_image_size(wildcards):
 
 
 def get_method(wildcards):
-    return METHODS[wildcards.method]
+    """Every parameter of the variant (evaluate and heatmaps apply its score tier)."""
+    return tier_values(METHODS[wildcards.method])
 
 
 def get_training_params(wildcards):
-    # Only what shapes the model: changing an inference setting must not retrain.
-    return training_params(METHODS[wildcards.method])
+    # Only what shapes the model: changing an infer or score setting must not retrain.
+    return tier_values(METHODS[wildcards.method], "train")
+
+
+def get_inference_params(wildcards):
+    # What the network is asked: changing a score setting must not rerun inference.
+    return tier_values(METHODS[wildcards.method], "train", "infer")
 
 
 def get_weights(wildcards):
     return [
-        f"{WEIGHTS}/{name}/model.safetensors"
-        for name in weight_names(METHODS[wildcards.method])
+        f"{WEIGHTS}/{name}/source.json"
+        for name in REQUIREMENTS[wildcards.method].weights
     ]
+
+
+def get_artefacts(wildcards):
+    """The declared upstream artefacts: stage -> name -> one file per category."""
+    categories = training_categories(
+        wildcards.method, wildcards.dataset, wildcards.category
+    )
+    out = {}
+    for artefact in REQUIREMENTS[wildcards.method].artefacts:
+        template = ARTEFACT_PATHS[artefact.stage]
+        out.setdefault(artefact.stage, {})[artefact.name] = [
+            template.format(name=artefact.name, dataset=wildcards.dataset, category=c)
+            for c in categories
+        ]
+    return out
+
+
+def get_upstream(wildcards):
+    """The manifests, weights and declared artefacts a train or infer job reads
+    (one input function per rule: Snakemake calls each per job)."""
+    return {
+        **get_manifests(wildcards),
+        "weights": get_weights(wildcards),
+        "artefacts": [
+            path
+            for names in get_artefacts(wildcards).values()
+            for paths in names.values()
+            for path in paths
+        ],
+    }
+
+
+def get_infer_inputs(wildcards):
+    return {**get_upstream(wildcards), "model": get_model(wildcards)}
+
+
+def get_evaluate_inputs(wildcards):
+    return {**get_outputs(wildcards), "model": get_model(wildcards)}
+
+
+def get_download(wildcards):
+    """The dataset's download marker, where the config asks for a download."""
+    if DATASETS[wildcards.dataset].get("download"):
+        return f"results/data/{wildcards.dataset}/download.json"
+    return []
+
+
+def get_manifests(wildcards):
+    """The manifests of the categories a job reads (every category for `all`)."""
+    categories = training_categories(
+        wildcards.method, wildcards.dataset, wildcards.category
+    )
+    return {
+        "manifests": [f"results/data/{wildcards.dataset}/{c}.parquet" for c in categories]
+    }
 
 
 def get_model_dir(wildcards):
@@ -110,8 +182,20 @@ def get_model(wildcards):
     return f"{get_model_dir(wildcards)}/metadata.json"
 
 
-def get_model_weights(wildcards):
-    return f"{get_model_dir(wildcards)}/model.safetensors"
+def get_outputs(wildcards):
+    """The infer outputs a variant scores: those of its inference owner."""
+    stem = (
+        f"results/scores/{INFERRED_BY[wildcards.method]}/{wildcards.dataset}/"
+        f"{wildcards.category}"
+    )
+    return {
+        "scores": f"{stem}.parquet",
+        "maps": f"{stem}.maps.safetensors",
+        "train_scores": (
+            f"results/scores/{INFERRED_BY[wildcards.method]}/{wildcards.dataset}/train/"
+            f"{wildcards.category}.parquet"
+        ),
+    }
 
 
 def get_metrics(wildcards=None):
@@ -122,9 +206,12 @@ def get_metrics(wildcards=None):
 
 
 def get_heatmaps(wildcards=None):
+    """Heatmaps of the variants named under `methods:`; the points of a method grid
+    (sweeps of up to hundreds of variants) get metrics and tables only."""
     return [
         f"results/figures/heatmaps/{method}/{dataset}/{category}.png"
         for method, dataset, category in GRID
+        if method in config["methods"]
     ]
 
 

@@ -1,15 +1,31 @@
-# Download (where the dataset has an official URL) and the manifest of every image.
+# Download (where the dataset has an official URL), then one manifest per category.
 
 
-rule manifest:
+rule download:
     output:
-        "results/data/{dataset}/manifest.parquet",
+        "results/data/{dataset}/download.json",
     log:
-        "logs/data/{dataset}.log",
+        "logs/data/{dataset}_download.log",
+    params:
+        dataset=lambda wildcards: DATASETS[wildcards.dataset],
     localrule: True
     conda:
         "../envs/data.yaml"
+    script:
+        "../workflow/scripts/download.py"
+
+
+rule manifest:
+    input:
+        get_download,
+    output:
+        "results/data/{dataset}/{category}.parquet",
+    log:
+        "logs/data/{dataset}/{category}.log",
     params:
         dataset=lambda wildcards: DATASETS[wildcards.dataset],
+    localrule: True
+    conda:
+        "../envs/data.yaml"
     script:
         "../workflow/scripts/build_manifest.py"

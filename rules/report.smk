@@ -25,7 +25,7 @@ rule build_tables:
     params:
         references={name: cfg["reference"] for name, cfg in METHODS.items()},
         best_of=config["best_of"],
-        grids=GRID_POINTS,
+        grids=METHOD_SET.grid_points,
     script:
         "../workflow/scripts/tables.py"
 
@@ -50,8 +50,7 @@ rule metrics_chart:
 
 rule heatmaps:
     input:
-        scores="results/scores/{method}/{dataset}/{category}.parquet",
-        maps="results/scores/{method}/{dataset}/{category}.maps.npy",
+        unpack(get_outputs),
     output:
         report(
             "results/figures/heatmaps/{method}/{dataset}/{category}.png",
@@ -71,6 +70,7 @@ rule heatmaps:
     conda:
         "../envs/data.yaml"
     params:
+        method=get_method,
         image_size=get_image_size,
     script:
         "../workflow/scripts/heatmaps.py"

@@ -1,18 +1,19 @@
-# One model per (method, dataset, category), or per dataset (category `all`).
+# One model folder per (method, dataset, category), or per dataset (category `all`).
 
 
 rule train:
     input:
-        manifest="results/data/{dataset}/manifest.parquet",
-        weights=get_weights,
+        unpack(get_upstream),
     output:
-        weights="results/models/{method}/{dataset}/{category}/model.safetensors",
-        loss="results/models/{method}/{dataset}/{category}/loss.parquet",
         metadata="results/models/{method}/{dataset}/{category}/metadata.json",
+        loss="results/models/{method}/{dataset}/{category}/loss.parquet",
     log:
         "logs/train/{method}/{dataset}/{category}.log",
-    conda:
-        "../envs/torch.yaml"
+    params:
+        method=get_training_params,
+        artefacts=get_artefacts,
+        image_size=get_image_size,
+        seed=RUNTIME["seed"],
     threads: get_resource("train", "cpus_per_task")
     resources:
         mem_mb=get_resource("train", "mem_mb"),
@@ -20,9 +21,7 @@ rule train:
         cpus_per_task=get_resource("train", "cpus_per_task"),
         gpu=get_resource("train", "gpu"),
         gpu_model=get_resource("train", "gpu_model"),
-    params:
-        method=get_training_params,
-        image_size=get_image_size,
-        seed=RUNTIME["seed"],
+    conda:
+        "../envs/torch.yaml"
     script:
         "../workflow/scripts/train.py"

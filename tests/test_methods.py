@@ -1,14 +1,26 @@
-"""Method registry, parameter checks and PatchCore on real images."""
+"""Method registry, parameter tiers and bounds, shared jobs, and PatchCore on real images."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from diffad.errors import ConfigError
-from diffad.methods import Runtime, build_method, method_kinds, resolve_method
-from diffad.methods.patchcore import greedy_coreset, nearest_distances
+from diffad.methods import (
+    build_model,
+    method_kinds,
+    method_set,
+    params_of,
+    resolve_method,
+    tier_values,
+)
+from diffad.methods.patchcore import PatchCore
+from diffad.methods.patchcore.coreset import greedy_coreset
+from diffad.methods.patchcore.model import nearest_distances
+from diffad.runtime import Runtime
+from diffad.scoring.outputs import Outputs, score_table, write_maps
 
 
 def test_kind_alone_is_a_valid_variant_with_defaults():
@@ -17,6 +29,7 @@ def test_kind_alone_is_a_valid_variant_with_defaults():
     assert resolved["backbone"] == "wide_resnet50_2"
     assert resolved["sigma"] == 4.0
     assert resolved["reference"] == "pc"
+    assert resolved["protocol"] == "unified"
 
 
 def test_reference_name_is_kept():
@@ -34,6 +47,14 @@ def test_reference_name_is_kept():
         ({"kind": "patchcore", "coreset_ratio": "a lot"}, r"methods\.v\.coreset_ratio: expected"),
         ({"kind": "patchcore", "batch_size": 2.5}, r"methods\.v\.batch_size: expected int"),
         ({"kind": "patchcore", "sigma": True}, r"methods\.v\.sigma: expected float"),
+        ({"kind": "patchcore", "coreset_ratio": -0.5},
+         r"methods\.v\.coreset_ratio: must be > 0, got -0\.5"),
+        ({"kind": "patchcore", "coreset_ratio": 1.5}, r"methods\.v\.coreset_ratio: must be <= 1"),
+        ({"kind": "patchcore", "layers": [9]}, r"methods\.v\.layers: .*stage indices"),
+        ({"kind": "patchcore", "patch_neighbors": 0}, r"methods\.v\.patch_neighbors: must be >= 1"),
+        ({"kind": "patchcore", "batch_size": 0}, r"methods\.v\.batch_size: must be >= 1"),
+        ({"kind": "patchcore", "backbone": "resnet_9000"}, r"methods\.v\.backbone: .*resnet_9000"),
+        ({"kind": "patchcore", "protocol": "mine"}, r"methods\.v\.protocol: 'mine' is not one of"),
     ],
 )
 def test_bad_method_config_names_the_key(cfg, message):
@@ -42,7 +63,32 @@ def test_bad_method_config_names_the_key(cfg, message):
 
 
 def test_patchcore_is_registered():
-    assert "patchcore" in method_kinds()
+    assert {"patchcore", "latent_inversion"} <= set(method_kinds())
+
+
+def test_tiers_decide_which_jobs_variants_share():
+    methods = {
+        "a": {"kind": "patchcore", "coreset_ratio": 0.1},
+        "a_smooth": {"kind": "patchcore", "coreset_ratio": 0.1, "sigma": 2.0},  # score tier
+        "a_knn": {"kind": "patchcore", "coreset_ratio": 0.1, "patch_neighbors": 3},  # infer
+        "b": {"kind": "patchcore", "coreset_ratio": 0.2},  # train tier
+    }
+    found = method_set(methods)
+    assert found.trained_by == {"a": "a", "a_smooth": "a", "a_knn": "a", "b": "b"}
+    assert found.inferred_by == {"a": "a", "a_smooth": "a", "a_knn": "a_knn", "b": "b"}
+    assert set(tier_values(found.resolved["a"], "train")) == {
+        "kind", "backbone", "layers", "embed_dim", "coreset_ratio", "projection_dim",
+        "multi_class", "center_crop"}
+    assert "sigma" not in tier_values(found.resolved["a"], "train", "infer")
+
+
+def test_config_checks_that_span_variants():
+    grids = {"g": {"name": "pc_{sigma}", "base": {"kind": "patchcore"}, "vary": {"sigma": [1.0]}}}
+    with pytest.raises(ConfigError, match=r"also named in methods: \['pc_1.0'\]"):
+        method_set({"pc_1.0": {"kind": "patchcore"}}, grids)
+    with pytest.raises(ConfigError, match=r"best_of\.best names variants .*\['nope'\]"):
+        method_set({"a": {"kind": "patchcore"}}, {}, {"best": ["a", "nope"]})
+    assert set(method_set({"a": {"kind": "patchcore"}}, grids).resolved) == {"a", "pc_1.0"}
 
 
 def test_greedy_coreset_covers_the_space_better_than_random():
@@ -57,7 +103,6 @@ def test_greedy_coreset_covers_the_space_better_than_random():
     radius = nearest_distances(points, points[chosen]).max()
     random_pick = torch.randperm(len(points), generator=generator)[:21]
     assert radius < nearest_distances(points, points[random_pick]).max()
-    assert torch.equal(chosen, greedy_coreset(points, 0.02, 0, seed=0))
 
 
 def test_nearest_distances_match_brute_force():
@@ -81,26 +126,47 @@ def _blob_images(n: int, size: int, blob: bool, seed: int) -> torch.Tensor:
     return torch.tensor(np.stack(images), dtype=torch.float32)
 
 
-def test_patchcore_scores_and_localises_a_defect(weights_root, tmp_path, monkeypatch):
+def test_patchcore_scores_and_localises_a_defect(weights_root, tmp_path):
     runtime = Runtime(device=torch.device("cpu"), weights_root=weights_root, image_size=64)
-    params = resolve_method("pc", {"kind": "patchcore", "backbone": "tf_efficientnet_lite0",
-                                   "coreset_ratio": 0.5})
-    method = build_method(params, runtime)
-    train = _blob_images(8, 64, blob=False, seed=0)
+    resolved = resolve_method("pc", {"kind": "patchcore", "backbone": "tf_efficientnet_lite0",
+                                     "coreset_ratio": 0.5})
+    model = build_model(resolved, runtime)
     # fit() reads files; feed it tensors through the same embedding path instead.
-    features = method.embed(train)
+    features = model.embed(_blob_images(8, 64, blob=False, seed=0))
     patches = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
-    method.memory_bank = patches[greedy_coreset(patches, 0.5, 128, 0)]
-    normal = method.predict(_blob_images(3, 64, blob=False, seed=1))
-    defect = method.predict(_blob_images(3, 64, blob=True, seed=2))
-    assert normal.maps.shape == (3, 64, 64) and defect.scores.shape == (3,)
-    assert defect.scores.min() > normal.scores.max()
-    peak = np.unravel_index(defect.maps[0].argmax(), (64, 64))
-    assert 14 <= peak[0] <= 38 and 30 <= peak[1] <= 54
+    model.memory_bank = patches[greedy_coreset(patches, 0.5, 128, 0)]
+    normal = model.predict(_blob_images(3, 64, blob=False, seed=1), None)
+    defect = model.predict(_blob_images(3, 64, blob=True, seed=2), None)
+    assert set(defect.scores) == {"max", "reweighted"} and set(defect.maps) == {"patch"}
+    assert normal.maps["patch"].shape == (3, 64, 64) and defect.scores["max"].shape == (3,)
+    assert defect.scores["max"].min() > normal.scores["max"].max()
+    # Eq. 7's weight lies in (0, 1): the reweighted score shrinks s*.
+    assert (defect.scores["reweighted"] < defect.scores["max"]).all()
+    assert (defect.scores["reweighted"] > 0).all()
 
-    method.save(tmp_path)
-    again = build_method(params, runtime)
-    again.load(tmp_path)
-    np.testing.assert_allclose(again.predict(_blob_images(3, 64, True, 2)).scores, defect.scores,
-                               rtol=1e-5)
-    assert method.nfe == 0 and method.num_parameters() > 100_000
+    # The score tier smooths the stored map; its peak stays on the defect.
+    rows = pd.DataFrame({"image_path": [f"{i}" for i in range(3)], "category": "c",
+                         "defect_type": "blob", "label": 1, "mask_path": None})
+    write_maps(defect.maps, tmp_path / "maps.safetensors")
+    outputs = Outputs(score_table(rows, defect.scores), str(tmp_path / "maps.safetensors"))
+    scored = PatchCore.score(params_of(resolved), outputs)
+    peak = np.unravel_index(scored.maps[0].argmax(), (64, 64))
+    assert 14 <= peak[0] <= 38 and 30 <= peak[1] <= 54
+    np.testing.assert_allclose(scored.scores, defect.scores["max"])
+
+    model.save_networks(tmp_path)
+    again = build_model(resolved, runtime)
+    again.load_networks(tmp_path)
+    np.testing.assert_allclose(again.predict(_blob_images(3, 64, True, 2), None).scores["max"],
+                               defect.scores["max"], rtol=1e-5)
+    assert PatchCore.nfe(params_of(resolved)) == 0 and model.num_parameters() > 100_000
+
+
+def test_gaussian_smoothing_matches_torchvision():
+    from torchvision.transforms.functional import gaussian_blur
+
+    from diffad.scoring.fusion import gaussian_smooth
+
+    maps = np.random.default_rng(0).random((2, 40, 40)).astype(np.float32)
+    expected = gaussian_blur(torch.from_numpy(maps)[:, None], kernel_size=33, sigma=4.0)[:, 0]
+    np.testing.assert_allclose(gaussian_smooth(maps, 4.0), expected.numpy(), atol=1e-5)

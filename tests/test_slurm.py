@@ -85,13 +85,15 @@ def config(weights_root: Path, categories: list[str]) -> dict:
     }
 
 
-def snakemake(workdir: Path, *args: str, slurm: bool, check: bool = True):
-    profile = (["--profile", str(REPO / "profiles/slurm"),
+def snakemake(workdir: Path, *args: str, slurm: bool, check: bool = True,
+              profile: str = str(REPO / "profiles/slurm"), env: dict | None = None):
+    options = (["--profile", profile,
                 "--workflow-profile", str(REPO / "tests/slurm/profile")] if slurm
                else ["--cores", "2"])
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           *profile, *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+           *options, *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
     return result
@@ -112,9 +114,9 @@ def failed_run(cluster, tmp_path_factory, weights_root):
     """Two categories on SLURM; `tiles` breaks after its manifest, `widget` must finish."""
     workdir = tmp_path_factory.mktemp("slurm")
     write_config(workdir, config(weights_root, ["tiles", "widget"]))
-    snakemake(workdir, "results/data/synthetic/manifest.parquet", slurm=False)
-    manifest = pd.read_parquet(workdir / "results/data/synthetic/manifest.parquet")
-    rows = manifest[(manifest["category"] == "tiles") & (manifest["split"] == "train")]
+    snakemake(workdir, "results/data/synthetic/tiles.parquet", slurm=False)
+    manifest = pd.read_parquet(workdir / "results/data/synthetic/tiles.parquet")
+    rows = manifest[manifest["split"] == "train"]
     broken = workdir / rows["image_path"].iloc[0]
     original = broken.read_bytes()
     broken.write_bytes(original[:100])
@@ -130,7 +132,8 @@ def test_jobs_go_through_sbatch_and_gpu_rules_get_the_gpu(failed_run):
     assert len(job_ids) >= 5, out[-3000:]
     for method in ("patchcore", "li"):
         train_log = (workdir / f"logs/train/{method}/synthetic/widget.log").read_text()
-        context = re.search(r"job context: (.*)", train_log).group(1)
+        context = train_log.splitlines()[0]
+        assert f"rule train: method={method} dataset=synthetic category=widget" in context
         assert re.search(r"SLURM_JOB_ID=(\d+)", context).group(1) in job_ids
         assert "CUDA_VISIBLE_DEVICES=0" in context  # the node's fake GPU, given by --gpus
         evaluate_log = (workdir / f"logs/evaluate/{method}/synthetic/widget.log").read_text()
@@ -167,10 +170,30 @@ def test_rerun_after_the_fix_does_only_the_missing_jobs(failed_run):
     workdir, _, broken, original = failed_run
     broken.write_bytes(original)
     widget_before = mtimes(workdir, "widget")
-    planned = snakemake(workdir, "--dry-run", slurm=True).stdout
+    # The train log said the image changed since the manifest, and how to rebuild it.
+    rebuild = "--forcerun results/data/synthetic/tiles.parquet"
+    assert rebuild in (workdir / "logs/train/patchcore/synthetic/tiles.log").read_text()
+    planned = snakemake(workdir, "--dry-run", *rebuild.split(), slurm=True).stdout
     assert "category=widget" not in planned and "category=tiles" in planned
-    snakemake(workdir, slurm=True)
+    snakemake(workdir, *rebuild.split(), slurm=True)
     assert mtimes(workdir, "widget") == widget_before
     for method in ("patchcore", "li"):
         assert (workdir / f"results/metrics/{method}/synthetic/tiles.parquet").exists()
     assert (workdir / "results/tables/slurm.md").exists()
+
+
+def test_profile_installed_by_name_runs_as_typed(cluster, tmp_path, weights_root):
+    """`snakemake --profile slurm`, as cluster users type it, after the one-time install
+    into their config folder (here a temporary one)."""
+    from diffad.profiles import install_profile
+
+    config_home = tmp_path / "config-home"
+    installed = install_profile(account=None, partition="debug", config_home=config_home)
+    assert installed == config_home / "snakemake/slurm/config.yaml"
+    assert 'slurm_partition: "debug"' in installed.read_text()
+    workdir = tmp_path / "work"
+    write_config(workdir, config(weights_root, ["widget"]))
+    result = snakemake(workdir, "results/metrics/patchcore/synthetic/widget.parquet",
+                       slurm=True, profile="slurm", env={"XDG_CONFIG_HOME": str(config_home)})
+    assert re.search(r"submitted with SLURM jobid \d+", result.stdout + result.stderr)
+    assert (workdir / "results/metrics/patchcore/synthetic/widget.parquet").exists()

@@ -1,22 +1,26 @@
 """Real snakemake runs of the whole workflow in a temporary directory.
 
-A small synthetic dataset (two categories, 64 px) and two PatchCore variants
-keep each run well under a minute on two cores.
+A small synthetic dataset (two categories, 64 px), two PatchCore variants,
+latent inversion variants sharing one model, and a method kind of the
+tests' own (tests/plugins/toy_method.py) with a score-tier sweep keep each
+run around a minute on two cores.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from safetensors import safe_open
 
 REPO = Path(__file__).resolve().parents[1]
+TOY_PLUGIN = str(REPO / "tests" / "plugins" / "toy_method.py")
 
 pytestmark = pytest.mark.workflow
 
@@ -43,14 +47,28 @@ def small_config(weights_root: Path, **overrides) -> dict:
                             "coreset_ratio": 0.5},
             "patchcore_b": {"kind": "patchcore", "backbone": "tf_efficientnet_lite0",
                             "coreset_ratio": 0.25},
+            # One memory bank for both categories (category `all`), evaluated per category.
+            "patchcore_mc": {"kind": "patchcore", "backbone": "tf_efficientnet_lite0",
+                             "coreset_ratio": 0.25, "multi_class": True},
             "li": LATENT_INVERSION,
+            # A score setting only: it must reuse li's inference.
+            "li_nll": {**LATENT_INVERSION, "score": "nll"},
         },
-        # li_s3 differs from li in inference settings only: it must reuse li's model.
-        "method_grids": {"li_steps": {
-            "name": "li_s{steps}",
-            "base": {**LATENT_INVERSION, "score": "combined_train"},
-            "vary": {"steps": [3]},
-        }},
+        "plugins": [TOY_PLUGIN],
+        "method_grids": {
+            # li_s3 differs from li in inference settings only: it must reuse li's model.
+            "li_steps": {
+                "name": "li_s{steps}",
+                "base": {**LATENT_INVERSION, "score": "combined_train"},
+                "vary": {"steps": [3]},
+            },
+            # A kind of the tests' own, swept over its score tier: one infer job.
+            "toy": {
+                "name": "toy_p{power}_k{top_k}",
+                "base": {"kind": "toy"},
+                "vary": {"power": [1.0, 2.0], "top_k": [1, 50]},
+            },
+        },
         "runtime": {"weights_dir": str(weights_root), "seed": 0},
     }
     config.update(overrides)
@@ -64,6 +82,17 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def planned_jobs(dry_run: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run lists."""
+    jobs = []
+    for block in dry_run.split("\n\n"):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, flags=re.M)
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, flags=re.M)
+        if rule:
+            jobs.append((rule.group(1), wildcards.group(1) if wildcards else ""))
+    return jobs
 
 
 def write_config(workdir: Path, config: dict) -> None:
@@ -88,33 +117,47 @@ def finished_run(tmp_path_factory, weights_root):
 
 def test_full_run_writes_every_contracted_output(finished_run):
     workdir = finished_run
-    manifest = pd.read_parquet(workdir / "results/data/synthetic/manifest.parquet")
-    categories = sorted(manifest["category"].unique())
+    categories = ["tiles", "widget"]
+    for category in categories:
+        manifest = pd.read_parquet(workdir / f"results/data/synthetic/{category}.parquet")
+        assert set(manifest["category"]) == {category}
     for method in ("patchcore_a", "patchcore_b"):
         for category in categories:
             model = workdir / "results/models" / method / "synthetic" / category
-            assert {p.name for p in model.iterdir()} >= {"model.safetensors", "metadata.json",
+            assert {p.name for p in model.iterdir()} >= {"memory_bank.safetensors",
+                                                          "config.json", "metadata.json",
                                                           "loss.parquet"}
-            scores = pd.read_parquet(workdir / "results/scores" / method / "synthetic"
-                                     / f"{category}.parquet")
-            maps = np.load(workdir / "results/scores" / method / "synthetic"
-                           / f"{category}.maps.npy")
+            stem = workdir / "results/scores" / method / "synthetic" / category
+            scores = pd.read_parquet(f"{stem}.parquet")
+            with safe_open(f"{stem}.maps.safetensors", framework="np") as fh:
+                assert list(fh.keys()) == ["patch"]
+                maps = fh.get_tensor("patch")
             assert maps.dtype.name == "float16" and maps.shape == (len(scores), 64, 64)
-            assert {"label", "score", "latency_ms", "image_path"} <= set(scores.columns)
+            assert {"label", "score_max", "score_reweighted", "latency_ms",
+                    "image_path"} <= set(scores.columns)
             metrics = pd.read_parquet(workdir / "results/metrics" / method / "synthetic"
                                       / f"{category}.parquet")
             assert len(metrics) == 1
             assert {"i_auroc", "p_auroc", "aupro", "i_ap", "p_ap", "i_f1max", "p_f1max",
-                    "latency_ms", "nfe", "params", "train_s"} <= set(metrics.columns)
+                    "latency_ms", "nfe", "params", "train_s", "protocol"} <= set(metrics.columns)
             assert 0.0 <= metrics["i_auroc"].iloc[0] <= 1.0
             assert metrics["params"].iloc[0] > 0
-    # Inference variants share the model of the first variant with their training params.
+    # Inference variants share the model of the first variant with their training
+    # params; score variants share the inference outputs too.
     assert not (workdir / "results/models/li_s3").exists()
+    assert not (workdir / "results/scores/li_nll").exists()
     for category in categories:
         li = pd.read_parquet(workdir / f"results/scores/li_s3/synthetic/{category}.parquet")
         assert {"score_nll", "score_norm"} <= set(li.columns) and (li["nfe"] == 3).all()
+        train = pd.read_parquet(workdir / f"results/scores/li_s3/synthetic/train/{category}"
+                                ".parquet")
+        assert len(train) == 12 and "score_nll" in train.columns
         assert (workdir / f"results/metrics/li_s3/synthetic/{category}.parquet").exists()
-    # Backbone features were extracted once per (category, split) and reused by both variants.
+        ours = pd.read_parquet(workdir / f"results/metrics/li/synthetic/{category}.parquet")
+        nll = pd.read_parquet(workdir / f"results/metrics/li_nll/synthetic/{category}.parquet")
+        assert ours["i_auroc"].iloc[0] != nll["i_auroc"].iloc[0] or (
+            ours["i_ap"].iloc[0] != nll["i_ap"].iloc[0])
+    # Backbone features were extracted once per (category, split) and reused by all variants.
     assert len(list((workdir / "results/cache/features").glob("*.safetensors"))) == 4
     table = (workdir / "results/tables/small.md").read_text()
     assert "patchcore_a" in table and "mean" in table
@@ -122,8 +165,41 @@ def test_full_run_writes_every_contracted_output(finished_run):
     for ext in ("csv", "tex"):
         assert (workdir / f"results/tables/small.{ext}").stat().st_size > 0
     assert (workdir / "results/figures/small/metrics.png").stat().st_size > 0
-    # Every rule wrote its log.
-    assert any((workdir / "logs/train").rglob("*.log"))
+    # Every rule wrote its log, which names the rule and the wildcards first.
+    log = (workdir / "logs/train/patchcore_a/synthetic/tiles.log").read_text()
+    assert "rule train: method=patchcore_a dataset=synthetic category=tiles" in log
+
+
+def test_a_plugin_kind_runs_with_a_score_tier_sweep_on_one_inference(finished_run):
+    workdir = finished_run
+    # Four score-tier variants of one plugin kind: one model, one inference.
+    assert [p.name for p in (workdir / "results/models").iterdir() if p.name.startswith("toy")
+            ] == ["toy_p1.0_k1"]
+    assert [p.name for p in (workdir / "results/scores").iterdir() if p.name.startswith("toy")
+            ] == ["toy_p1.0_k1"]
+    config = json.loads((workdir / "results/models/toy_p1.0_k1/synthetic/tiles/config.json")
+                        .read_text())
+    assert config["kind"] == "toy" and config["plugin"] == TOY_PLUGIN
+    rows = {name: pd.read_parquet(workdir / f"results/metrics/{name}/synthetic/tiles.parquet")
+            for name in ("toy_p1.0_k1", "toy_p2.0_k1", "toy_p1.0_k50", "toy_p2.0_k50")}
+    # A monotone power keeps the ranking of max-pooled scores, not of a top-50 mean.
+    assert rows["toy_p1.0_k1"]["i_auroc"].iloc[0] == rows["toy_p2.0_k1"]["i_auroc"].iloc[0]
+    assert rows["toy_p1.0_k1"]["p_auroc"].iloc[0] == rows["toy_p2.0_k1"]["p_auroc"].iloc[0]
+    assert len({round(float(r["i_ap"].iloc[0]), 12) for r in rows.values()}
+               | {round(float(r["aupro"].iloc[0]), 12) for r in rows.values()}) > 1
+    assert "toy_p2.0_k50" in (workdir / "results/tables/small.md").read_text()
+
+
+def test_multi_class_model_trains_once_on_every_category(finished_run):
+    workdir = finished_run
+    models = workdir / "results/models/patchcore_mc/synthetic"
+    assert [p.name for p in models.iterdir()] == ["all"]
+    meta = json.loads((models / "all/metadata.json").read_text())
+    assert meta["categories"] == ["tiles", "widget"] and meta["n_train"] == 24
+    for category in ("tiles", "widget"):
+        metrics = pd.read_parquet(workdir / f"results/metrics/patchcore_mc/synthetic/"
+                                  f"{category}.parquet")
+        assert metrics["n_test"].iloc[0] == 9 and metrics["i_auroc"].iloc[0] > 0.5
 
 
 def test_second_run_has_nothing_to_do(finished_run):
@@ -156,11 +232,13 @@ def test_forced_rerun_of_one_category_touches_nothing_else(finished_run):
     changed = {p.relative_to(workdir / "results").as_posix() for p in before
                if after[p] != before[p]}
     assert changed == {
-        "models/patchcore_a/synthetic/tiles/model.safetensors",
+        "models/patchcore_a/synthetic/tiles/memory_bank.safetensors",
+        "models/patchcore_a/synthetic/tiles/config.json",
         "models/patchcore_a/synthetic/tiles/loss.parquet",
         "models/patchcore_a/synthetic/tiles/metadata.json",
         "scores/patchcore_a/synthetic/tiles.parquet",
-        "scores/patchcore_a/synthetic/tiles.maps.npy",
+        "scores/patchcore_a/synthetic/tiles.maps.safetensors",
+        "scores/patchcore_a/synthetic/train/tiles.parquet",
         "metrics/patchcore_a/synthetic/tiles.parquet",
     }
     assert table.stat().st_mtime_ns > table_before
@@ -179,14 +257,20 @@ def test_single_category_target_builds_only_that_category(tmp_path, weights_root
 def test_category_filter_from_the_command_line(tmp_path, weights_root):
     write_config(tmp_path, small_config(weights_root))
     result = snakemake(tmp_path, "--dry-run", "--config", "categories=[tiles]")
-    out = result.stdout
-    assert "category=tiles" in out and "category=widget" not in out
+    jobs = planned_jobs(result.stdout)
+    evaluated = {w for rule, w in jobs if rule == "evaluate"}
+    assert evaluated and all("category=tiles" in w for w in evaluated)
+    # The per-dataset model still learns every category of the dataset: the filter
+    # narrows what is evaluated, not what a dataset-level model is.
+    trained = {w for rule, w in jobs if rule == "train"}
+    assert "method=patchcore_mc, dataset=synthetic, category=all" in trained
+    assert "dataset=synthetic, category=widget" in {w for rule, w in jobs if rule == "manifest"}
 
 
 def test_failed_category_leaves_other_categories_intact(tmp_path, weights_root):
     write_config(tmp_path, small_config(weights_root))
-    snakemake(tmp_path, "results/data/synthetic/manifest.parquet")
-    manifest = pd.read_parquet(tmp_path / "results/data/synthetic/manifest.parquet")
+    snakemake(tmp_path, "results/data/synthetic/tiles.parquet")
+    manifest = pd.read_parquet(tmp_path / "results/data/synthetic/tiles.parquet")
     # An image damaged after the manifest was checked (a flaky file system, a
     # half-finished copy): that category's training must fail, alone.
     broken = manifest[(manifest["category"] == "tiles") & (manifest["split"] == "train")]
@@ -226,17 +310,20 @@ def test_bad_config_fails_at_dag_build_naming_the_key(tmp_path, weights_root, mu
 
 
 @pytest.mark.parametrize(
-    ("experiment", "variants", "train_jobs"),
+    ("experiment", "variants", "inferences", "train_jobs"),
     # latent_inversion: 44 variants (2 + 3 + 6 + 6 + 27 reconstruction points)
-    # share one model per category of MVTec AD (15) and VisA (12).
-    [("patchcore", 1, 15 + 12 + 6), ("latent_inversion", 44, 15 + 12)],
+    # share one model per category of MVTec AD (15) and VisA (12), and one
+    # inference per distinct (S, mode, start): S in {2, 3, 4, 5, 10, 50, 100, 1000}
+    # plus the 27 reconstruction points.
+    [("patchcore", 2, 1, 15 + 12 + 6), ("latent_inversion", 44, 8 + 27, 15 + 12)],
 )
-def test_reproduction_config_dry_runs_the_full_dag(tmp_path, experiment, variants, train_jobs):
+def test_reproduction_config_dry_runs_the_full_dag(tmp_path, experiment, variants, inferences,
+                                                   train_jobs):
     result = snakemake(tmp_path, "--dry-run", "--configfile",
                        str(REPO / f"config/experiments/{experiment}.yaml"))
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
     assert int(counts["train"]) == train_jobs
-    assert int(counts["infer"]) == variants * train_jobs
+    assert int(counts["infer"]) == inferences * train_jobs
     assert int(counts["evaluate"]) == variants * train_jobs
     assert int(counts["build_tables"]) == 1
 

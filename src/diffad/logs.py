@@ -1,4 +1,10 @@
-"""Send a job's output to its log file, so a failed cluster job can be read afterwards."""
+"""Job logs a reader can use on a cluster: a header, progress lines, the traceback.
+
+Every rule's script runs inside :func:`log_to`, which sends logging, stdout
+and stderr to the rule's ``log:`` file. Progress is reported by
+:func:`progress`: a tqdm bar on a terminal, and in a file one line every
+``interval`` seconds instead of a carriage-return flood.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,15 @@ import contextlib
 import logging
 import os
 import socket
+import sys
+import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger("diffad.progress")
 
 
 def job_context() -> str:
@@ -18,11 +31,13 @@ def job_context() -> str:
 
 
 @contextlib.contextmanager
-def log_to(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
-    """Route logging, stdout and stderr (progress bars included) into ``path``.
+def log_to(path: str | os.PathLike | None, header: str = "") -> Iterator[logging.Logger]:
+    """Route logging, stdout and stderr (progress included) into ``path``.
 
-    An exception is written to the log with its traceback and re-raised, so
-    Snakemake still marks the job as failed. ``None`` leaves the streams alone.
+    ``header`` (the rule and its wildcards) opens the log, with the host and
+    the scheduler's job. An exception is written to the log with its
+    traceback and re-raised, so Snakemake still marks the job as failed.
+    ``None`` leaves the streams alone.
     """
     logger = logging.getLogger("diffad")
     if path is None:
@@ -37,7 +52,7 @@ def log_to(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
         root = logging.getLogger()
         root.addHandler(handler)
         root.setLevel(logging.INFO)
-        logger.info("job context: %s", job_context())
+        logger.info("%s%s", f"{header} | " if header else "", job_context())
         try:
             yield logger
         except BaseException:
@@ -45,3 +60,39 @@ def log_to(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
             raise
         finally:
             root.removeHandler(handler)
+
+
+def job_header(rule: str, wildcards: dict[str, str]) -> str:
+    """``rule infer: method=patchcore dataset=mvtec_ad category=bottle``."""
+    return f"rule {rule}: " + " ".join(f"{k}={v}" for k, v in wildcards.items())
+
+
+def progress(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it",
+             interval: float = 30.0) -> Iterator[T]:
+    """Iterate ``iterable`` reporting progress: tqdm on a terminal, else a log line
+    at most every ``interval`` seconds and one at the end."""
+    if total is None:
+        total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
+
+        yield from tqdm(iterable, desc=desc, total=total, unit=unit)
+        return
+    start = last = time.perf_counter()
+    done = 0
+    for done, item in enumerate(iterable, start=1):  # noqa: B007 (done is read after the loop)
+        yield item
+        now = time.perf_counter()
+        if now - last >= interval:
+            last = now
+            log.info("%s", _line(desc, done, total, unit, now - start))
+    log.info("%s", _line(desc, done, total, unit, time.perf_counter() - start))
+
+
+def _line(desc: str, done: int, total: int | None, unit: str, elapsed: float) -> str:
+    rate = done / elapsed if elapsed > 0 else float("inf")
+    if total:
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        return (f"{desc}: {done}/{total} {unit} ({100 * done / total:.0f} %), "
+                f"{elapsed:.0f} s, {rate:.2f} {unit}/s, ~{eta:.0f} s left")
+    return f"{desc}: {done} {unit}, {elapsed:.0f} s, {rate:.2f} {unit}/s"

@@ -8,110 +8,107 @@ imports snakemake.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from diffad.data import read_manifest
-from diffad.device import pick_device, seed_everything
+from diffad.data import check_unchanged, read_manifests
+from diffad.device import seed_everything
 from diffad.errors import DatasetError
-from diffad.io import provenance, write_json, write_npy, write_parquet
-from diffad.methods import Runtime, build_method
+from diffad.io import provenance, write_json, write_parquet
+from diffad.methods import ALL_CATEGORIES, Artefacts, build_model, kind_of, load_model, params_of
+from diffad.methods.base import MODEL_MARKER
+from diffad.runtime import Runtime
+from diffad.scoring.outputs import score_table, stack, write_outputs
+from diffad.training import TrainingSession
 
 log = logging.getLogger(__name__)
 
-#: The category under which methods that train one model per dataset store it.
-ALL_CATEGORIES = "all"
 
-def make_runtime(settings: dict[str, Any], image_size: int) -> Runtime:
-    """Runtime from the config's ``runtime:`` block and the dataset's image size."""
-    return Runtime(
-        device=pick_device(settings.get("device", "auto")),
-        weights_root=Path(settings.get("weights_dir", "resources/weights")),
-        image_size=image_size,
-        seed=int(settings.get("seed", 0)),
-        num_workers=int(settings.get("num_workers", 0)),
-        cache_dir=Path(settings["cache_dir"]) if settings.get("cache_dir") else None,
-    )
-
-
-def select(manifest: pd.DataFrame, category: str, split: str, manifest_path: str) -> pd.DataFrame:
-    """Rows of one split of one category (``all``: every category), in manifest order."""
+def select(manifest: pd.DataFrame, category: str, split: str,
+           manifests: dict[str, str]) -> pd.DataFrame:
+    """Rows of one split of one category (``all``: every category), in manifest order,
+    after checking that their images did not change since the manifests were built."""
     rows = manifest[manifest["split"] == split]
     if category != ALL_CATEGORIES:
         rows = rows[rows["category"] == category]
     if rows.empty:
         known = sorted(manifest["category"].unique())
         raise DatasetError(
-            f"{manifest_path}: no {split} images for category '{category}' "
-            f"(categories in this manifest: {known})"
+            f"{sorted(manifests.values())}: no {split} images for category '{category}' "
+            f"(categories in these manifests: {known})"
         )
+    check_unchanged(rows, manifests)
     return rows.reset_index(drop=True)
 
 
+def by_category(manifest_paths: list[str]) -> dict[str, str]:
+    """Per-category manifest paths (``results/data/<dataset>/<category>.parquet``)."""
+    return {Path(p).stem: str(p) for p in manifest_paths}
+
+
 def train(
-    method_cfg: dict[str, Any], manifest_path: str, category: str, model_dir: str,
-    runtime: Runtime,
+    method_cfg: dict[str, Any], manifest_paths: list[str], category: str, model_dir: str,
+    runtime: Runtime, artefacts: Artefacts | None = None,
 ) -> None:
-    """Fit the method on the train split; write weights, loss curve and metadata."""
-    rows = select(read_manifest(manifest_path), category, "train", manifest_path)
+    """Fit the method on the train split of the manifests' categories (``all``: every
+    one); write the model folder, loss curve and metadata."""
+    manifests = by_category(manifest_paths)
+    rows = select(read_manifests(manifests.values()), category, "train", manifests)
     seed_everything(runtime.seed)
-    method = build_method(method_cfg, runtime)
-    log.info("training %s on %d images of %s on %s", method_cfg["kind"], len(rows), category,
-             runtime.device)
-    start = time.perf_counter()
+    model = build_model(method_cfg, runtime, artefacts)
+    log.info("training %s on %d images of %s (%s) on %s", method_cfg["kind"], len(rows),
+             category, ", ".join(sorted(rows["category"].unique())), runtime.device)
     out = Path(model_dir)
-    loss = method.fit(rows["image_path"].tolist(), checkpoint_dir=out)
-    train_s = time.perf_counter() - start
-    method.save(out)
+    session = TrainingSession(checkpoint_dir=out)
+    loss = model.fit(rows, session)
+    train_s = session.stopwatch.seconds()
+    model.save_pretrained(out)
     write_parquet(loss, out / "loss.parquet")
     # Written last: its presence says the folder is complete.
     write_json({
         **provenance(method_cfg, runtime.seed),
         "category": category,
+        "categories": sorted(rows["category"].unique()),
         "n_train": len(rows),
         "train_s": train_s,
-        "params": method.num_parameters(),
+        "params": model.num_parameters(),
         "device": str(runtime.device),
-    }, out / "metadata.json")
-    log.info("trained in %.1f s", train_s)
+    }, out / MODEL_MARKER)
+    log.info("trained in %.1f s; wrote %s", train_s, out)
 
 
 def infer(
-    method_cfg: dict[str, Any], manifest_path: str, category: str, model_dir: str,
-    scores_path: str, maps_path: str, runtime: Runtime,
+    method_cfg: dict[str, Any], manifest_paths: list[str], category: str, model_dir: str,
+    outputs: dict[str, str], runtime: Runtime, artefacts: Artefacts | None = None,
+    score_train_split: bool = False,
 ) -> None:
-    """Score the test split: a Parquet row per image and a float16 map stack in row order."""
-    manifest = read_manifest(manifest_path)
-    rows = select(manifest, category, "test", manifest_path)
+    """Every detector on the test split, and on the train split with
+    ``score_train_split`` (for scores standardised by train statistics):
+    ``outputs`` names the ``scores``, ``maps`` and ``train_scores`` files."""
+    manifests = by_category(manifest_paths)
+    manifest = read_manifests(manifests.values())
+    rows = select(manifest, category, "test", manifests)
     seed_everything(runtime.seed)
-    method = build_method(method_cfg, runtime)
-    method.load(Path(model_dir))
-    paths = rows["image_path"].tolist()
-    batch_size = getattr(method.params, "batch_size", 8)
-    train_paths = select(manifest, category, "train", manifest_path)["image_path"].tolist()
-
-    scores, maps, latency, detectors = [], [], [], {}
-    for pred, per_image_ms in method.score_files(paths, batch_size, train_paths):
-        scores.append(pred.scores)
-        maps.append(pred.maps.astype(np.float32))
-        latency.extend([per_image_ms] * len(pred.scores))
-        for name, values in pred.detectors.items():
-            detectors.setdefault(name, []).append(values)
-    detectors = {name: np.concatenate(values) for name, values in detectors.items()}
-
-    table = rows[["image_path", "category", "defect_type", "label", "mask_path"]].copy()
-    table["score"] = method.combine_scores(np.concatenate(scores), detectors).astype(np.float64)
-    for name, values in detectors.items():
-        table[f"score_{name}"] = values.astype(np.float64)
-    table["latency_ms"] = latency
-    table["nfe"] = method.nfe
-    stack = np.concatenate(maps)
-    if not np.isfinite(stack).all() or not np.isfinite(table["score"]).all():
-        raise FloatingPointError(f"{method_cfg['kind']} produced non-finite scores for {category}")
-    half = np.finfo(np.float16)
-    write_npy(np.clip(stack, half.min, half.max).astype(np.float16), maps_path)
-    write_parquet(table, scores_path)
+    kind, params = kind_of(method_cfg), params_of(method_cfg)
+    model = load_model(model_dir, runtime, artefacts, overrides=params.values("infer"))
+    batch_size = getattr(params, "batch_size", 8)
+    log.info("scoring %d test images of %s with %s", len(rows), category, model_dir)
+    predictions = list(model.infer(rows, batch_size))
+    table = score_table(rows, stack(p.scores for p in predictions))
+    table["latency_ms"] = np.concatenate(
+        [np.full(len(next(iter(p.scores.values()))), p.latency_ms) for p in predictions])
+    table["nfe"] = kind.nfe(params)
+    write_outputs(table, stack(p.maps for p in predictions), outputs["scores"], outputs["maps"])
+    train_table = score_table(rows.iloc[:0], {})
+    if score_train_split:
+        train_rows = select(manifest, category, "train", manifests)
+        log.info("scoring %d train images for train statistics", len(train_rows))
+        train_table = score_table(train_rows, stack(
+            p.scores for p in model.infer(train_rows, batch_size)))
+    write_parquet(train_table, outputs["train_scores"])
+    log.info("wrote %s (%d rows; detectors %s; maps %s)", outputs["scores"], len(table),
+             [c for c in table.columns if c.startswith("score_")],
+             sorted(predictions[0].maps))

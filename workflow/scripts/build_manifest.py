@@ -1,8 +1,9 @@
-"""Rule `manifest`: download if configured, scan, verify and write the manifest."""
+"""Rule `manifest`: scan, decode and check one category's images; write its manifest."""
 
 from diffad.data import build_manifest, write_manifest
-from diffad.logs import log_to
+from diffad.logs import job_header, log_to
 
-with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    manifest = build_manifest(snakemake.wildcards.dataset, snakemake.params.dataset)  # noqa: F821
-    write_manifest(manifest, snakemake.output[0])  # noqa: F821
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with log_to(sm.log[0], job_header(sm.rule, dict(sm.wildcards))):
+    manifest = build_manifest(sm.wildcards.dataset, sm.params.dataset, sm.wildcards.category)
+    write_manifest(manifest, sm.output[0])

@@ -1,15 +1,15 @@
-"""Rule `evaluate`: the metrics of one (method, dataset, category)."""
+"""Rule `evaluate`: the score tier and the metrics of one (method, dataset, category)."""
 
 from pathlib import Path
 
-from diffad.evaluation import evaluate
 from diffad.io import write_parquet
-from diffad.logs import log_to
+from diffad.logs import job_header, log_to
+from diffad.evaluation import evaluate
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with log_to(sm.log[0]):
+with log_to(sm.log[0], job_header(sm.rule, dict(sm.wildcards))):
     labels = {k: sm.wildcards[k] for k in ("method", "dataset", "category")}
-    metrics = evaluate(sm.input.scores, sm.input.maps, str(Path(sm.input.model).parent),
-                       sm.params.image_size, labels)
-    print(metrics.T.to_string())
+    metrics = evaluate(sm.params.method, sm.input.scores, sm.input.maps, sm.input.train_scores,
+                       str(Path(sm.input.model).parent), sm.params.image_size, labels)
+    print(metrics.iloc[0].to_string())
     write_parquet(metrics, sm.output[0])

@@ -1,10 +1,10 @@
-"""Rule `fetch_weights`: one backbone's pretrained weights into the local cache."""
+"""Rule `fetch_weights`: one pretrained weight source into the local cache."""
 
 from pathlib import Path
 
-from diffad.logs import log_to
-from diffad.models.weights import fetch_weights
+from diffad.logs import job_header, log_to
+from diffad.weights import fetch_weights
 
-with log_to(snakemake.log[0]):  # noqa: F821 (injected by Snakemake)
-    folder = Path(snakemake.output.weights).parent  # noqa: F821
-    fetch_weights(snakemake.wildcards.backbone, folder.parent)  # noqa: F821
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with log_to(sm.log[0], job_header(sm.rule, dict(sm.wildcards))):
+    fetch_weights(sm.wildcards.name, Path(sm.output[0]).parent.parent)

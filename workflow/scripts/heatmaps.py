@@ -1,9 +1,12 @@
-"""Rule `heatmaps`: example input / ground truth / anomaly map panels."""
+"""Rule `heatmaps`: example input / ground truth / anomaly map panels of a variant."""
 
-from diffad.logs import log_to
+from diffad.logs import job_header, log_to
 from diffad.report.figures import plot_heatmaps
+from diffad.evaluation import apply_score_tier
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with log_to(sm.log[0]):
+with log_to(sm.log[0], job_header(sm.rule, dict(sm.wildcards))):
+    outputs, scored = apply_score_tier(sm.params.method, sm.input.scores, sm.input.maps,
+                                       sm.input.train_scores)
     title = f"{sm.wildcards.method} / {sm.wildcards.dataset} / {sm.wildcards.category}"
-    plot_heatmaps(sm.input.scores, sm.input.maps, sm.params.image_size, sm.output[0], title)
+    plot_heatmaps(outputs.table, scored, sm.params.image_size, sm.output[0], title)

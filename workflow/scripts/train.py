@@ -4,12 +4,13 @@ from pathlib import Path
 
 import torch
 
-from diffad.logs import log_to
-from diffad.stages import make_runtime, train
+from diffad.logs import job_header, log_to
+from diffad.runtime import make_runtime
+from diffad.stages import train
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with log_to(sm.log[0]):
+with log_to(sm.log[0], job_header(sm.rule, dict(sm.wildcards))):
     torch.set_num_threads(sm.threads)
     runtime = make_runtime({**sm.config["runtime"], "seed": sm.params.seed}, sm.params.image_size)
-    train(sm.params.method, sm.input.manifest, sm.wildcards.category,
-          str(Path(sm.output.metadata).parent), runtime)
+    train(sm.params.method, sm.input.manifests, sm.wildcards.category,
+          str(Path(sm.output.metadata).parent), runtime, sm.params.artefacts)

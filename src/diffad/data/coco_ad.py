@@ -17,7 +17,8 @@ with entries ``{img_path, mask_path, cls_name, specie_name, anomaly}``
 
 The four folds are this kind's categories ``split_0`` .. ``split_3``, so
 the tables report each fold and their mean as the paper does. Config key
-``ano_num`` (default 20) selects ``meta_<ano_num>_<k>.json``.
+``ano_num`` (default 20) selects ``meta_<ano_num>_<k>.json``; each fold's
+manifest reads only its own meta file.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import os
 import re
 from typing import Any
 
-from diffad.data.manifest import SPLITS, Sample, check_splits, listed_sample, read_split_file
-from diffad.data.options import categories_of, require_root, root_of
-from diffad.data.registry import register_dataset
+from diffad.data.manifest import SPLITS, Sample, listed_sample, read_split_file
+from diffad.data.options import require_root, root_of
+from diffad.data.registry import Listing, register_dataset
 from diffad.errors import ConfigError, DatasetError
 
 COCO_AD_CATEGORIES = ("split_0", "split_1", "split_2", "split_3")
@@ -68,23 +69,28 @@ def read_meta_json(path: str, root: str, category: str) -> list[Sample]:
     return samples
 
 
-@register_dataset("coco_ad", categories=COCO_AD_CATEGORIES)
-def _build_coco_ad(name: str, cfg: dict[str, Any], progress: bool) -> list[Sample]:
+def _check_fold(name: str, cfg: dict[str, Any], category: str) -> None:
+    # Open-ended: the number of folds follows ano_num, so any split_<k> may exist.
+    if re.fullmatch(r"split_(\d+)", category) is None:
+        raise ConfigError(
+            f"datasets.{name}: COCO-AD category {category!r} is not split_<k> "
+            f"(known: {', '.join(COCO_AD_CATEGORIES)})"
+        )
+
+
+def _require_coco_ad(name: str, cfg: dict[str, Any], progress: bool) -> None:
+    require_root(root_of(name, cfg), _HOW_TO_GET)
+
+
+@register_dataset(
+    "coco_ad", categories=COCO_AD_CATEGORIES, check=_check_fold, download=_require_coco_ad
+)
+def _build_coco_ad(name: str, cfg: dict[str, Any], category: str, progress: bool) -> Listing:
     root = root_of(name, cfg)
     require_root(root, _HOW_TO_GET)
     ano_num = cfg.get("ano_num", 20)
     if not isinstance(ano_num, int) or isinstance(ano_num, bool) or ano_num <= 0:
         raise ConfigError(f"datasets.{name}.ano_num must be a positive int, got {ano_num!r}")
-    categories = categories_of(name, cfg) or list(COCO_AD_CATEGORIES)
-    samples: list[Sample] = []
-    for category in categories:
-        match = re.fullmatch(r"split_(\d+)", category)
-        if match is None:
-            raise ConfigError(
-                f"datasets.{name}: COCO-AD category {category!r} is not split_<k> "
-                f"(known: {', '.join(COCO_AD_CATEGORIES)})"
-            )
-        meta = os.path.join(root, f"meta_{ano_num}_{int(match.group(1))}.json")
-        samples.extend(read_meta_json(meta, root, category))
-    check_splits(samples, categories, root)
-    return samples
+    fold = int(category.removeprefix("split_"))
+    meta = os.path.join(root, f"meta_{ano_num}_{fold}.json")
+    return Listing(read_meta_json(meta, root, category), source=meta)

@@ -15,6 +15,11 @@ The steps of :func:`fetch_dataset`, each safe to interrupt and rerun:
 4. extract into a temporary folder beside ``root`` and rename it onto
    ``root``, so ``root`` appears complete or not at all.
 
+A dataset kind calls :func:`ensure_downloaded` from its download hook,
+which ``diffad.data.download_dataset`` runs once per dataset, and
+:func:`require_downloaded` from its per-category manifest builder, which
+never downloads and says how to get the data when it is missing.
+
 Example::
 
     >>> fetch_dataset("resources/datasets/mvtec_ad", url=MVTEC_URL,
@@ -303,6 +308,26 @@ def fetch_dataset(
     return Path(root)
 
 
+def _source(name: str, cfg: dict[str, Any], url: str, sha256: str) -> tuple[str, str]:
+    """The configured ``url``/``sha256`` overrides, else the kind's defaults, checked."""
+    url = cfg.get("url", url)
+    sha256 = cfg.get("sha256", sha256)
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"datasets.{name}.url must be a URL string, got {url!r}")
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        raise ConfigError(f"datasets.{name}.sha256 must be 64 hex digits, got {sha256!r}")
+    return url, sha256
+
+
+def _present(root: str) -> bool:
+    """True if the dataset folder ``root`` holds something; raise if it is a file."""
+    if is_missing_or_empty(root):
+        return False
+    if not os.path.isdir(root):
+        raise DatasetError(f"dataset root {root} is a file, not a folder")
+    return True
+
+
 def ensure_downloaded(
     name: str,
     cfg: dict[str, Any],
@@ -318,22 +343,16 @@ def ensure_downloaded(
     ``cfg`` keys: ``download`` (bool, default false), ``url`` and ``sha256``
     (override the defaults ``url``/``sha256``), ``keep_archive`` (bool).
     ``manual`` tells how to get the data by hand (used in the error message).
+    Does nothing when ``root`` already holds files.
 
     Raises:
         DatasetError: ``root`` is missing and ``download`` is false.
         ConfigError: a malformed ``url``/``sha256`` override.
         DownloadError: see :func:`download_file` and :func:`extract_archive`.
     """
-    if not is_missing_or_empty(root):
-        if not os.path.isdir(root):
-            raise DatasetError(f"dataset root {root} is a file, not a folder")
+    if _present(root):
         return
-    url = cfg.get("url", url)
-    sha256 = cfg.get("sha256", sha256)
-    if not isinstance(url, str) or not url:
-        raise ConfigError(f"datasets.{name}.url must be a URL string, got {url!r}")
-    if not isinstance(sha256, str) or not _SHA256.match(sha256):
-        raise ConfigError(f"datasets.{name}.sha256 must be 64 hex digits, got {sha256!r}")
+    url, sha256 = _source(name, cfg, url, sha256)
     if not flag_of(name, cfg, "download"):
         raise DatasetError(
             f"dataset folder {root} not found. Set `download: true` under datasets.{name} "
@@ -342,4 +361,31 @@ def ensure_downloaded(
     fetch_dataset(
         root, url=url, sha256=sha256, progress=progress,
         keep_archive=flag_of(name, cfg, "keep_archive"),
+    )
+
+
+def require_downloaded(
+    name: str, cfg: dict[str, Any], root: str, *, url: str, manual: str
+) -> None:
+    """Raise unless the dataset folder ``root`` is there; never downloads.
+
+    What the per-category manifests of a downloadable kind call: the
+    download runs once per dataset (:func:`ensure_downloaded`, through
+    ``diffad.data.download_dataset``), before them.
+
+    Raises:
+        DatasetError: ``root`` is missing or a file; the message says how to get it.
+    """
+    if _present(root):
+        return
+    url = cfg.get("url", url)
+    if flag_of(name, cfg, "download"):
+        raise DatasetError(
+            f"dataset folder {root} not found. datasets.{name} has `download: true`, but the "
+            f"download from {url} has not run: it runs once per dataset, before the "
+            f"manifests (diffad.data.download_dataset); or {manual}"
+        )
+    raise DatasetError(
+        f"dataset folder {root} not found. Set `download: true` under datasets.{name} "
+        f"to fetch it from {url}, or {manual}"
     )

@@ -1,6 +1,6 @@
 """MVTec-layout folders: the ``folder`` kind and the scanner that other kinds reuse.
 
-Layout, per category::
+Layout, per category (one manifest each, reading only its own folder)::
 
     <root>/<category>/train/good/<image>
     <root>/<category>/test/good/<image>
@@ -16,6 +16,11 @@ test image needs its mask. With ``masks="optional"`` (``folder``) a
 category without a ``ground_truth`` folder is image-level only (mask_path
 null, so pixel metrics are unavailable downstream), but a category that has
 one needs a mask for every anomalous test image.
+
+The ``folder`` kind's categories are the subfolders of ``root`` holding a
+``train`` or ``test`` folder; their names must be valid category names
+(:data:`~diffad.data.options.CATEGORY_PATTERN`), checked when they are
+found, at DAG build.
 """
 
 from __future__ import annotations
@@ -24,9 +29,14 @@ import os
 from typing import Any, Literal
 
 from diffad.data.images import is_image_file
-from diffad.data.manifest import NORMAL_DEFECT, Sample, check_splits
-from diffad.data.options import categories_of, require_root, root_of
-from diffad.data.registry import register_dataset
+from diffad.data.manifest import NORMAL_DEFECT, Sample
+from diffad.data.options import (
+    ALLOWED_CATEGORY_NAMES,
+    category_name_problem,
+    require_root,
+    root_of,
+)
+from diffad.data.registry import Listing, register_dataset
 from diffad.errors import DatasetError
 
 MaskPolicy = Literal["required", "optional"]
@@ -71,17 +81,33 @@ def _mask_index(folder: str) -> dict[str, str]:
 
 
 def find_categories(root: str) -> list[str]:
-    """Subfolders of ``root`` that hold a ``train`` or ``test`` folder."""
-    return [
+    """Subfolders of ``root`` that hold a ``train`` or ``test`` folder, names checked.
+
+    Raises:
+        DatasetError: such a folder's name is not allowed as a category
+            (naming the folder and the allowed characters).
+    """
+    found = [
         c
         for c in _subfolders(root)
         if os.path.isdir(os.path.join(root, c, "train"))
         or os.path.isdir(os.path.join(root, c, "test"))
     ]
+    for category in found:
+        problem = category_name_problem(category)
+        if problem is not None:
+            raise DatasetError(
+                f"category folder {os.path.join(root, category)!r}: the name {problem}; a "
+                f"category name may hold {ALLOWED_CATEGORY_NAMES}. Rename the folder"
+            )
+    return found
 
 
-def scan_category(root: str, category: str, masks: MaskPolicy) -> list[Sample]:
-    """List the images of one category of an MVTec-layout folder.
+def scan_category(root: str, category: str, masks: MaskPolicy) -> Listing:
+    """List the images of one category of an MVTec-layout folder, reading only its folder.
+
+    The listing's source is the category's ``test`` folder (named by the
+    split checks of :func:`~diffad.data.manifest.check_splits`).
 
     Raises:
         DatasetError: the category folder is missing, its train split is
@@ -128,22 +154,7 @@ def scan_category(root: str, category: str, masks: MaskPolicy) -> list[Sample]:
         raise DatasetError(
             f"category {category!r} has no test images: nothing in {test_dir}/<defect>/"
         )
-    return samples
-
-
-def scan_mvtec_layout(
-    root: str, categories: list[str] | None, masks: MaskPolicy
-) -> list[Sample]:
-    """List every image of the ``categories`` (default: all found) under ``root``."""
-    if categories is None:
-        categories = find_categories(root)
-        if not categories:
-            raise DatasetError(f"no categories found in {root}; {_MVTEC_LAYOUT}")
-    samples: list[Sample] = []
-    for category in categories:
-        samples.extend(scan_category(root, category, masks))
-    check_splits(samples, categories, root)
-    return samples
+    return Listing(samples, source=test_dir)
 
 
 def _folder_root(name: str, cfg: dict[str, Any]) -> str:
@@ -160,6 +171,24 @@ def _found_categories(name: str, cfg: dict[str, Any]) -> list[str]:
     return categories
 
 
-@register_dataset("folder", categories=_found_categories)
-def _build_folder(name: str, cfg: dict[str, Any], progress: bool) -> list[Sample]:
-    return scan_mvtec_layout(_folder_root(name, cfg), categories_of(name, cfg), masks="optional")
+def _check_folder_category(name: str, cfg: dict[str, Any], category: str) -> None:
+    # A listed category is checked against the disk only when the root exists: a
+    # missing root is reported by the manifest (and download_dataset) with its hint.
+    root = root_of(name, cfg)
+    if os.path.isdir(root) and not os.path.isdir(os.path.join(root, category)):
+        raise DatasetError(
+            f"datasets.{name}: category {category!r} not found: no folder "
+            f"{os.path.join(root, category)}"
+        )
+
+
+def _require_folder(name: str, cfg: dict[str, Any], progress: bool) -> None:
+    _folder_root(name, cfg)
+
+
+@register_dataset(
+    "folder", categories=_found_categories, check=_check_folder_category,
+    download=_require_folder,
+)
+def _build_folder(name: str, cfg: dict[str, Any], category: str, progress: bool) -> Listing:
+    return scan_category(_folder_root(name, cfg), category, masks="optional")

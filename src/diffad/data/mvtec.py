@@ -2,18 +2,21 @@
 
 Both follow the MVTec layout (see :mod:`diffad.data.folder`) with a mask,
 ``ground_truth/<defect>/<stem>_mask.png``, for every anomalous test image.
-Without ``categories`` in the config, all categories of the benchmark are used.
+Without ``categories`` in the config, all categories of the benchmark are
+used; a listed name outside them is refused at DAG build. Each category's
+manifest reads only ``<root>/<category>/``; MVTec AD is downloaded (with
+``download: true``) once per dataset by ``download_dataset``, never by a
+manifest.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from diffad.data.download import ensure_downloaded
-from diffad.data.folder import scan_mvtec_layout
-from diffad.data.manifest import Sample
-from diffad.data.options import categories_of, require_root, root_of
-from diffad.data.registry import register_dataset
+from diffad.data.download import ensure_downloaded, require_downloaded
+from diffad.data.folder import scan_category
+from diffad.data.options import require_root, root_of
+from diffad.data.registry import Listing, register_dataset
 
 MVTEC_AD_URL = (
     "https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/download/"
@@ -32,23 +35,26 @@ MPDD_CATEGORIES = (
 _MVTEC_LAYOUT = "<root>/<category>/{train/good,test/<defect>,ground_truth/<defect>}/"
 
 
-@register_dataset("mvtec_ad", categories=MVTEC_AD_CATEGORIES)
-def _build_mvtec_ad(name: str, cfg: dict[str, Any], progress: bool) -> list[Sample]:
+_MVTEC_AD_MANUAL = (
+    "download mvtec_anomaly_detection.tar.xz from "
+    "https://www.mvtec.com/company/research/datasets/mvtec-anomaly-detection and "
+    "extract it so that " + _MVTEC_LAYOUT + " exists under the root."
+)
+
+
+def _download_mvtec_ad(name: str, cfg: dict[str, Any], progress: bool) -> None:
+    ensure_downloaded(name, cfg, root_of(name, cfg), url=MVTEC_AD_URL, sha256=MVTEC_AD_SHA256,
+                      manual=_MVTEC_AD_MANUAL, progress=progress)
+
+
+@register_dataset("mvtec_ad", categories=MVTEC_AD_CATEGORIES, download=_download_mvtec_ad)
+def _build_mvtec_ad(name: str, cfg: dict[str, Any], category: str, progress: bool) -> Listing:
     root = root_of(name, cfg)
-    ensure_downloaded(
-        name, cfg, root, url=MVTEC_AD_URL, sha256=MVTEC_AD_SHA256, progress=progress,
-        manual=(
-            "download mvtec_anomaly_detection.tar.xz from "
-            "https://www.mvtec.com/company/research/datasets/mvtec-anomaly-detection and "
-            f"extract it so that {_MVTEC_LAYOUT} exists under {root}."
-        ),
-    )
-    categories = categories_of(name, cfg) or list(MVTEC_AD_CATEGORIES)
-    return scan_mvtec_layout(root, categories, masks="required")
+    require_downloaded(name, cfg, root, url=MVTEC_AD_URL, manual=_MVTEC_AD_MANUAL)
+    return scan_category(root, category, masks="required")
 
 
-@register_dataset("mpdd", categories=MPDD_CATEGORIES)
-def _build_mpdd(name: str, cfg: dict[str, Any], progress: bool) -> list[Sample]:
+def _mpdd_root(name: str, cfg: dict[str, Any]) -> str:
     root = root_of(name, cfg)
     require_root(
         root,
@@ -57,5 +63,13 @@ def _build_mpdd(name: str, cfg: dict[str, Any], progress: bool) -> list[Sample]:
         f"{_MVTEC_LAYOUT} exists under {root} "
         f"(categories: {', '.join(MPDD_CATEGORIES)}).",
     )
-    categories = categories_of(name, cfg) or list(MPDD_CATEGORIES)
-    return scan_mvtec_layout(root, categories, masks="required")
+    return root
+
+
+def _require_mpdd(name: str, cfg: dict[str, Any], progress: bool) -> None:
+    _mpdd_root(name, cfg)
+
+
+@register_dataset("mpdd", categories=MPDD_CATEGORIES, download=_require_mpdd)
+def _build_mpdd(name: str, cfg: dict[str, Any], category: str, progress: bool) -> Listing:
+    return scan_category(_mpdd_root(name, cfg), category, masks="required")

@@ -16,7 +16,8 @@ first of 1024, 512, 256, raw found), ``image_dir`` and ``json_dir`` (paths
 relative to ``root`` overriding both choices; ``json_dir`` defaults to
 ``realiad_jsons/realiad_jsons``, else ``realiad_jsons``). Anomaly codes
 become readable defect types (AK -> pit, ...). Train entries keep the
-label the JSON gives (the FUIAD splits put anomalies into train).
+label the JSON gives (the FUIAD splits put anomalies into train). Each
+category's manifest reads only its own JSON and decodes only its images.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from diffad.data.manifest import SPLITS, Sample, check_splits, listed_sample, read_split_file
-from diffad.data.options import categories_of, require_root, root_of
-from diffad.data.registry import register_dataset
+from diffad.data.manifest import SPLITS, Sample, listed_sample, read_split_file
+from diffad.data.options import require_root, root_of
+from diffad.data.registry import Listing, register_dataset
 from diffad.errors import DatasetError
 
 REAL_IAD_CATEGORIES = (
@@ -114,19 +115,19 @@ def read_split_json(path: str, image_dir: str, category: str) -> list[Sample]:
     return samples
 
 
-@register_dataset("real_iad", categories=REAL_IAD_CATEGORIES)
-def _build_real_iad(name: str, cfg: dict[str, Any], progress: bool) -> list[Sample]:
+def _require_real_iad(name: str, cfg: dict[str, Any], progress: bool) -> None:
+    root = root_of(name, cfg)
+    require_root(root, _HOW_TO_GET)
+    _image_dir(name, cfg, root)
+
+
+@register_dataset("real_iad", categories=REAL_IAD_CATEGORIES, download=_require_real_iad)
+def _build_real_iad(name: str, cfg: dict[str, Any], category: str, progress: bool) -> Listing:
     root = root_of(name, cfg)
     require_root(root, _HOW_TO_GET)
     image_dir = _image_dir(name, cfg, root)
-    json_dir = _json_dir(cfg, root)
-    categories = categories_of(name, cfg) or list(REAL_IAD_CATEGORIES)
-    samples: list[Sample] = []
-    for category in categories:
-        cat_dir = os.path.join(image_dir, category)
-        if not os.path.isdir(cat_dir):
-            raise DatasetError(f"category {category!r} not found: no folder {cat_dir}")
-        samples.extend(read_split_json(os.path.join(json_dir, f"{category}.json"), image_dir,
-                                       category))
-    check_splits(samples, categories, json_dir)
-    return samples
+    cat_dir = os.path.join(image_dir, category)
+    if not os.path.isdir(cat_dir):
+        raise DatasetError(f"category {category!r} not found: no folder {cat_dir}")
+    path = os.path.join(_json_dir(cfg, root), f"{category}.json")
+    return Listing(read_split_json(path, image_dir, category), source=path)

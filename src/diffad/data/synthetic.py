@@ -23,7 +23,9 @@ deterministic: every image draws from its own ``numpy`` Generator seeded with
 ``(seed, category, split/defect, index)``, so the same parameters give
 byte-identical PNG files. A stamp ``<root>/<category>/synthetic.json`` records
 the parameters; a category is regenerated only when it is missing or its
-stamp differs.
+stamp differs. The ``synthetic`` kind's manifest of one category generates
+only that category, so per-category manifest jobs never touch each other's
+folders.
 
 Example::
 
@@ -47,10 +49,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from diffad.data.folder import scan_mvtec_layout
-from diffad.data.manifest import Sample
-from diffad.data.options import categories_of, root_of
-from diffad.data.registry import register_dataset
+from diffad.data.folder import scan_category
+from diffad.data.options import root_of
+from diffad.data.registry import Listing, register_dataset
 from diffad.errors import ConfigError
 
 #: Bumped whenever a change to this module changes the generated pixels.
@@ -341,7 +342,7 @@ def _int_param(name: str, key: str, value: Any, minimum: int) -> int:
 
 
 @register_dataset("synthetic", categories=SYNTHETIC_CATEGORIES)
-def _build_synthetic(name: str, cfg: dict[str, Any], progress: bool) -> list[Sample]:
+def _build_synthetic(name: str, cfg: dict[str, Any], category: str, progress: bool) -> Listing:
     root = root_of(name, cfg)
     options = cfg.get("synthetic") or {}
     if not isinstance(options, dict):
@@ -355,10 +356,7 @@ def _build_synthetic(name: str, cfg: dict[str, Any], progress: bool) -> list[Sam
     for key, value in params.items():
         _int_param(name, f"synthetic.{key}", value, minimum[key])
     size = _int_param(name, "image_size", cfg.get("image_size", DEFAULT_IMAGE_SIZE), 32)
-    categories = categories_of(name, cfg) or list(SYNTHETIC_CATEGORIES)
-    unknown = [c for c in categories if c not in _SCENES]
-    if unknown:
-        raise ConfigError(f"datasets.{name}: unknown synthetic categories {unknown}; known: "
-                          f"{', '.join(SYNTHETIC_CATEGORIES)}")
-    generate_synthetic(root, categories, image_size=size, **params)
-    return scan_mvtec_layout(root, categories, masks="required")
+    # Only this category: each image's Generator is seeded by its category, so the
+    # pixels are the same as when every category is generated together.
+    generate_synthetic(root, [category], image_size=size, **params)
+    return scan_category(root, category, masks="required")

@@ -12,6 +12,10 @@ Layout as published (Zou et al. 2022, amazon-science/spot-diff)::
 images. The CSV ships with the spot-diff repository; set ``split_csv`` in
 the config when it is not under ``<root>``. The split gives no defect type
 per image, so anomalous images get ``defect_type`` "anomaly".
+
+Each category's manifest reads only that object's rows of the CSV (and
+decodes only their images); the archive is downloaded (with ``download:
+true``) once per dataset by ``download_dataset``, never by a manifest.
 """
 
 from __future__ import annotations
@@ -20,10 +24,10 @@ import csv
 import os
 from typing import Any
 
-from diffad.data.download import ensure_downloaded
-from diffad.data.manifest import NORMAL_DEFECT, SPLITS, Sample, check_splits
-from diffad.data.options import categories_of, root_of
-from diffad.data.registry import register_dataset
+from diffad.data.download import ensure_downloaded, require_downloaded
+from diffad.data.manifest import NORMAL_DEFECT, SPLITS, Sample
+from diffad.data.options import root_of
+from diffad.data.registry import Listing, register_dataset
 from diffad.errors import ConfigError, DatasetError
 
 VISA_URL = "https://amazon-visual-anomaly.s3.us-west-2.amazonaws.com/VisA_20220922.tar"
@@ -39,7 +43,8 @@ _LABELS = {"normal": 0, "anomaly": 1}
 
 
 def read_split_csv(path: str, root: str, categories: list[str]) -> list[Sample]:
-    """Rows of the VisA split file ``path`` for ``categories``, paths joined onto ``root``.
+    """Rows of the VisA split file ``path`` for ``categories``, paths joined onto ``root``;
+    the other objects' rows are skipped without being checked.
 
     Raises:
         DatasetError: the file is missing or malformed, a listed category has
@@ -88,27 +93,30 @@ def read_split_csv(path: str, root: str, categories: list[str]) -> list[Sample]:
     for category in categories:
         if category not in found:
             raise DatasetError(f"category {category!r} has no rows in VisA split file {path}")
-    check_splits(samples, categories, path)
     return samples
 
 
-@register_dataset("visa", categories=VISA_CATEGORIES)
-def _build_visa(name: str, cfg: dict[str, Any], progress: bool) -> list[Sample]:
+_VISA_MANUAL = (
+    f"download {VISA_URL} and extract it into the root "
+    "(layout <root>/<object>/Data/{Images,Masks}/, <root>/split_csv/1cls.csv)."
+)
+
+
+def _download_visa(name: str, cfg: dict[str, Any], progress: bool) -> None:
+    ensure_downloaded(name, cfg, root_of(name, cfg), url=VISA_URL, sha256=VISA_SHA256,
+                      manual=_VISA_MANUAL, progress=progress)
+
+
+@register_dataset("visa", categories=VISA_CATEGORIES, download=_download_visa)
+def _build_visa(name: str, cfg: dict[str, Any], category: str, progress: bool) -> Listing:
     root = root_of(name, cfg)
-    ensure_downloaded(
-        name, cfg, root, url=VISA_URL, sha256=VISA_SHA256, progress=progress,
-        manual=(
-            f"download {VISA_URL} and extract it into {root} "
-            "(layout <root>/<object>/Data/{Images,Masks}/, <root>/split_csv/1cls.csv)."
-        ),
-    )
-    categories = categories_of(name, cfg) or list(VISA_CATEGORIES)
-    for category in categories:
-        if not os.path.isdir(os.path.join(root, category)):
-            raise DatasetError(
-                f"category {category!r} not found: no folder {os.path.join(root, category)}"
-            )
+    require_downloaded(name, cfg, root, url=VISA_URL, manual=_VISA_MANUAL)
+    if not os.path.isdir(os.path.join(root, category)):
+        raise DatasetError(
+            f"category {category!r} not found: no folder {os.path.join(root, category)}"
+        )
     split_csv = cfg.get("split_csv", os.path.join(root, "split_csv", "1cls.csv"))
     if not isinstance(split_csv, (str, os.PathLike)):
         raise ConfigError(f"datasets.{name}.split_csv must be a file path, got {split_csv!r}")
-    return read_split_csv(os.fspath(split_csv), root, categories)
+    split_csv = os.fspath(split_csv)
+    return Listing(read_split_csv(split_csv, root, [category]), source=split_csv)

@@ -1,28 +1,45 @@
-"""Anomaly detection methods, registered by kind.
+"""Anomaly detection methods, registered by kind: one package per kind.
 
-Importing this package registers every kind shipped with diffad; adding a
-method is one module here plus its import below.
+Importing this package registers every kind shipped with diffad without
+importing torch: a kind's declarations (parameters by tier, requirements,
+score tier) are read when the DAG is built, and its model (``<kind>/model.py``)
+only by the train and infer jobs. Adding a method is one package here plus
+its import below, or one module of your own listed under the config's
+``plugins:``.
 """
 
 from diffad.methods import latent_inversion, patchcore  # noqa: F401  (register the kinds)
-from diffad.methods.base import AnomalyMethod, BatchPrediction, Runtime
+from diffad.methods.base import (
+    ALL_CATEGORIES,
+    AnomalyModel,
+    Artefact,
+    Artefacts,
+    MethodKind,
+    Prediction,
+    Requirements,
+    Scored,
+)
+from diffad.methods.loading import build_model, load_model
+from diffad.methods.params import MethodParams, infer, score, train
 from diffad.methods.registry import (
-    build_method,
+    MethodSet,
     expand_method_grids,
     grid_points,
-    method_class,
+    kind_of,
+    load_plugins,
+    method_kind,
     method_kinds,
+    method_set,
+    params_of,
     register_method,
     resolve_method,
-    training_params,
-    training_variants,
-    weight_names,
+    tier_values,
 )
 
 __all__ = [
-    "AnomalyMethod", "BatchPrediction", "Runtime", "build_method", "expand_method_grids",
-    "grid_points",
-    "method_class",
-    "method_kinds", "register_method", "resolve_method", "training_params",
-    "training_variants", "weight_names",
+    "ALL_CATEGORIES", "AnomalyModel", "Artefact", "Artefacts", "MethodKind", "MethodParams",
+    "MethodSet", "Prediction", "Requirements", "Scored", "build_model", "expand_method_grids",
+    "grid_points", "infer", "kind_of", "load_model", "load_plugins", "method_kind",
+    "method_kinds", "method_set", "params_of", "register_method", "resolve_method", "score",
+    "tier_values", "train",
 ]

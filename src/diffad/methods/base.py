@@ -1,165 +1,226 @@
-"""The interface every method kind implements, and the defaults machinery.
+"""The method contract: a kind's declarations, and the model that trains and infers.
 
-A method is trained on the normal images of one (dataset, category) or of a
-whole dataset, saved as a folder, loaded back and asked for anomaly scores.
-Its hyperparameters are a dataclass with defaults: the config may give any
-subset of them (``{kind: patchcore}`` alone is valid).
+A method kind is two classes:
+
+:class:`MethodKind` (torch-free; read when the DAG is built and by evaluate)
+    its ``Params`` (fields tagged train / infer / score, :mod:`.params`),
+    what it needs from upstream for given parameters (:class:`Requirements`:
+    pretrained weights by source, caption tables, a finetuned autoencoder),
+    whether it trains one model per dataset, its NFE, and its *score tier*:
+    :meth:`MethodKind.score` turns the stored per-detector scores and maps
+    (:class:`~diffad.scoring.outputs.Outputs`) into one image score and one
+    map per test image, with numpy only.
+
+:class:`AnomalyModel` (the torch side, imported by train and infer jobs only)
+    ``fit`` on the manifest rows of the normal train images, ``predict`` a
+    batch, ``save_networks`` / ``load_networks`` into a model folder. Every
+    detector's score and map is returned (:class:`Prediction`), none is
+    chosen here: that is the score tier's job.
+
+A model folder holds ``config.json`` (kind and parameters), one entry per
+network (``save_pretrained`` layout where the network is a diffusers or
+transformers model, a safetensors file otherwise), and ``metadata.json``
+written last as the completeness marker; :func:`diffad.methods.load_model`
+rebuilds the model from the folder alone.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
+import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
-import torch
 
-from diffad.device import synchronize
-from diffad.errors import ConfigError
+from diffad.data.options import ALL_CATEGORIES
+from diffad.methods.params import MethodParams
+
+if TYPE_CHECKING:  # torch-side types; this module stays importable without torch
+    import torch
+
+    from diffad.runtime import Runtime
+    from diffad.scoring.outputs import Outputs
+    from diffad.training import TrainingSession
+
+#: Model folder files: the kind and parameters, and the completeness marker.
+MODEL_CONFIG = "config.json"
+MODEL_MARKER = "metadata.json"
+
+
+@dataclass(frozen=True)
+class Artefact:
+    """A per-dataset artefact made by another rule: ``stage`` names the rule's output
+    family (``captions``, ``autoencoder``), ``name`` the variant (a captioner)."""
+
+    stage: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a configuration needs upstream: the DAG turns it into train / infer inputs."""
+
+    weights: tuple[str, ...] = ()  #: pretrained weight sources (:mod:`diffad.weights`)
+    artefacts: tuple[Artefact, ...] = ()
+
+
+#: Resolved artefact paths handed to a model: stage -> name -> files (one per category).
+Artefacts = dict[str, dict[str, list[str]]]
 
 
 @dataclass
-class BatchPrediction:
-    """What a method returns for one batch of images."""
+class Scored:
+    """The score tier's result for a split: (N,) image scores and (N, H, W) maps."""
 
-    scores: np.ndarray  #: (B,) image anomaly scores, higher is more anomalous
-    maps: np.ndarray  #: (B, H, W) pixel anomaly maps at the input resolution
-    detectors: dict[str, np.ndarray] = field(default_factory=dict)  #: extra (B,) scores by name
+    scores: np.ndarray
+    maps: np.ndarray
+    #: Evaluate only the central ``crop`` x ``crop`` pixels of maps and masks (a method
+    #: whose paper crops after resizing); None: the whole image.
+    crop: int | None = None
 
 
 @dataclass
-class Runtime:
-    """Where and how a method runs; not a hyperparameter, so not in the config hash."""
+class Prediction:
+    """What a model returns for one batch: every detector, nothing fused."""
 
-    device: torch.device
-    weights_root: Path  #: cache of pretrained weights written by the ``fetch_weights`` rule
-    image_size: int
-    seed: int = 0
-    num_workers: int = 0
-    cache_dir: Path | None = None  #: shared cache of derived data (backbone features)
+    scores: dict[str, np.ndarray]  #: detector -> (B,) image-level score
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  #: detector -> (B, H, W)
+    latency_ms: float = 0.0  #: per image, filled in by :meth:`AnomalyModel.infer`
 
 
-class AnomalyMethod(ABC):
-    """Base class of the method kinds. Subclasses set ``kind`` and ``Params``."""
+class MethodKind:
+    """Declarations of one method kind. Subclasses set ``kind``, ``Params``, ``model``
+    and implement :meth:`score`; register them with ``@register_method``."""
 
     kind: ClassVar[str]
-    Params: ClassVar[type]
-    #: True for methods that train one model per dataset (category ``all``), e.g. VLMDiff.
-    per_dataset: ClassVar[bool] = False
-    #: Hyperparameters that change inference only: variants that differ in nothing
-    #: else share one trained model (one train job, e.g. a grid over sampling steps).
-    inference_params: ClassVar[frozenset[str]] = frozenset()
+    Params: ClassVar[type[MethodParams]]
+    #: The :class:`AnomalyModel` subclass, or its import path ``"package.module:Class"``
+    #: so that reading the declarations does not import torch.
+    model: ClassVar[type[AnomalyModel] | str]
 
-    def __init__(self, params: Any, runtime: Runtime):
+    @classmethod
+    def per_dataset(cls, params: Any) -> bool:
+        """True where one model serves every category of a dataset (category ``all``)."""
+        return False
+
+    @classmethod
+    def requirements(cls, params: Any) -> Requirements:
+        return Requirements()
+
+    @classmethod
+    def applicable(cls, params: Any) -> bool:
+        """False for grid points that do not exist for this kind (left out of the DAG)."""
+        return True
+
+    @classmethod
+    def nfe(cls, params: Any) -> int:
+        """Diffusion network evaluations per image (0 for methods without one)."""
+        return 0
+
+    @classmethod
+    def needs_train_scores(cls, params: Any) -> bool:
+        """True where the score tier standardises by train-split statistics: the infer
+        job shared by a group of variants then scores the train split too."""
+        return False
+
+    @classmethod
+    def score(cls, params: Any, outputs: Outputs) -> Scored:
+        """The score tier: image scores and maps of the test split from stored outputs."""
+        raise NotImplementedError(f"{cls.__name__} defines no score tier")
+
+    @classmethod
+    def model_class(cls) -> type[AnomalyModel]:
+        model = cls.model
+        if isinstance(model, str):
+            module, _, name = model.partition(":")
+            model = getattr(importlib.import_module(module), name)
+        model.kind = cls
+        return model
+
+
+class AnomalyModel(ABC):
+    """The trainable side of a kind: built from its params, the runtime and the
+    resolved upstream artefacts."""
+
+    #: Set by the registry to the kind that owns this model class.
+    kind: ClassVar[type[MethodKind]]
+
+    def __init__(self, params: Any, runtime: Runtime, artefacts: Artefacts | None = None):
         self.params = params
         self.runtime = runtime
+        self.artefacts = artefacts or {}
 
     @abstractmethod
-    def fit(self, image_paths: list[str], checkpoint_dir: Path | None = None) -> pd.DataFrame:
-        """Train on normal images; return the loss curve (columns ``step``, ``loss``).
-
-        Methods that train for long write resumable checkpoints into ``checkpoint_dir``.
-        """
+    def fit(self, train: pd.DataFrame, session: TrainingSession) -> pd.DataFrame:
+        """Train on the normal images of manifest rows ``train``; return the loss curve
+        (at least ``step`` and ``loss``). Long trainings go through
+        :class:`diffad.training.Trainer` with ``session``, which resumes after a kill."""
 
     @abstractmethod
-    def predict(self, images: torch.Tensor) -> BatchPrediction:
-        """Score a batch of images, (B, 3, H, W) RGB in [0, 1] on ``runtime.device``."""
+    def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:
+        """Every detector for a batch: ``images`` (B, 3, H, W) RGB in [0, 1] on the
+        runtime's device, ``rows`` their manifest rows (category, captions...)."""
 
-    def score_files(
-        self, paths: list[str], batch_size: int, train_paths: list[str]
-    ) -> Iterator[tuple[BatchPrediction, float]]:
-        """Predictions for ``paths`` in order, batch by batch, with ms per image.
-
-        The first batch runs once untimed: lazy initialisation and allocator
-        warm-up are not latency. ``train_paths`` serve methods whose scores are
-        standardized by train-split statistics.
-        """
-        from diffad.methods.loader import image_batches
+    def infer(self, rows: pd.DataFrame, batch_size: int) -> Iterator[Prediction]:
+        """Predictions for ``rows`` in order, with ms per image. The first batch runs
+        once untimed: lazy initialisation and allocator warm-up are not latency."""
+        from diffad.data.loader import image_batches
+        from diffad.device import synchronize
 
         device = self.runtime.device
         warm = False
-        for images in image_batches(paths, self.runtime, batch_size, desc="inference"):
+        batches = image_batches(rows["image_path"].tolist(), self.runtime, batch_size,
+                                desc="inference")
+        for start, images in zip(range(0, len(rows), batch_size), batches, strict=True):
             images = images.to(device)
+            batch_rows = rows.iloc[start:start + batch_size]
             if not warm:
-                self.predict(images)
+                self.predict(images, batch_rows)
                 warm = True
             synchronize(device)
-            start = time.perf_counter()
-            prediction = self.predict(images)
+            begin = time.perf_counter()
+            prediction = self.predict(images, batch_rows)
             synchronize(device)
-            yield prediction, 1000 * (time.perf_counter() - start) / len(images)
-
-    def combine_scores(self, scores: np.ndarray, detectors: dict[str, np.ndarray]) -> np.ndarray:
-        """Image scores of the whole split, for scores that need the split (e.g. its range)."""
-        return scores
+            prediction.latency_ms = 1000 * (time.perf_counter() - begin) / len(images)
+            yield prediction
 
     @abstractmethod
-    def save(self, folder: Path) -> None:
+    def save_networks(self, folder: Path) -> None:
         """Write the trained state into ``folder`` (safetensors, atomically)."""
 
     @abstractmethod
-    def load(self, folder: Path) -> None:
-        """Restore the state written by :meth:`save`."""
-
-    @property
-    def nfe(self) -> int:
-        """Diffusion network evaluations per image (0 for methods without one)."""
-        return 0
+    def load_networks(self, folder: Path) -> None:
+        """Restore the state written by :meth:`save_networks`."""
 
     @abstractmethod
     def num_parameters(self) -> int:
         """Parameters of the networks used at inference."""
 
-    @classmethod
-    def applicable(cls, resolved: dict[str, Any]) -> bool:
-        """False for grid points that do not exist for this kind (left out of the DAG)."""
-        return True
+    def save_pretrained(self, folder: str | Path) -> None:
+        """The model folder: ``config.json`` (kind, parameters) and the networks. The
+        caller writes ``metadata.json`` last."""
+        from diffad.io import write_json
+        from diffad.methods.registry import plugin_of
 
-    @classmethod
-    def weight_names(cls, params: Any) -> list[str]:
-        """Pretrained backbones this configuration loads from the weights cache."""
-        return []
-
-
-def check_params(params_cls: type, values: dict[str, Any], where: str) -> Any:
-    """Build ``params_cls`` from ``values``, naming ``where.key`` for any bad entry."""
-    fields = {f.name: f for f in dataclasses.fields(params_cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown parameter(s) {unknown}; known: {sorted(fields)}"
-        )
-    defaults = params_cls()
-    choices = getattr(params_cls, "CHOICES", {})
-    for key, value in values.items():
-        _check_type(getattr(defaults, key), value, f"{where}.{key}")
-        if key in choices and value not in choices[key]:
-            raise ConfigError(f"{where}.{key}: {value!r} is not one of {list(choices[key])}")
-    return params_cls(**values)
+        folder = Path(folder)
+        self.save_networks(folder)
+        config = {"kind": self.kind.kind, "params": self.params.values()}
+        if plugin_of(self.kind.kind):
+            config["plugin"] = plugin_of(self.kind.kind)
+        write_json(config, folder / MODEL_CONFIG)
 
 
-def _check_type(default: Any, value: Any, where: str) -> None:
-    if default is None:
-        return
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    elif isinstance(default, (list, tuple)):
-        ok = isinstance(value, (list, tuple))
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise ConfigError(
-            f"{where}: expected {type(default).__name__} like {default!r}, got {value!r}"
-        )
+def read_model_config(folder: str | Path) -> dict[str, Any]:
+    """The kind and parameters a model folder was made with."""
+    return json.loads((Path(folder) / MODEL_CONFIG).read_text())
 
 
+__all__ = ["ALL_CATEGORIES", "AnomalyModel", "Artefact", "Artefacts", "MODEL_CONFIG",
+           "MODEL_MARKER", "MethodKind", "Prediction", "Requirements", "Scored",
+           "read_model_config"]

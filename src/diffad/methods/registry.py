@@ -1,88 +1,153 @@
-"""Method kinds register by name, the way timm registers models.
+"""Method kinds register by name, the way timm registers models; variants resolve to params.
 
 ``resolve_method(name, cfg)`` turns one ``methods:`` entry of the config into
-its full parameters (defaults filled in, unknown keys and wrong types
-rejected with the config path named). Keys every kind accepts:
+its full parameters (defaults filled in, bounds checked, the config path of
+a bad key named). Keys every variant accepts besides its kind's parameters:
 
 ``kind``
     the registered kind (``patchcore``, ...)
 ``reference``
     the method name under which ``config/reference/*.csv`` lists published
     numbers for this variant (default: the variant's own name)
+
+:func:`method_set` resolves a whole config: the variants of ``methods`` and
+of ``method_grids``, which variant's model and inference each one reuses
+(``trained_by``, ``inferred_by``), and the checks that span variants.
+
+Kinds outside the package come from *plugins*: modules (a dotted name, or a
+``.py`` file path) listed under the config's ``plugins:`` and imported by
+:func:`load_plugins`; the resolved parameters carry the plugin's path so
+that every job imports it too.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import importlib
+import importlib.util
 import itertools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from diffad.errors import ConfigError
-from diffad.methods.base import AnomalyMethod, Runtime, check_params
+from diffad.methods.base import MethodKind
+from diffad.methods.params import MethodParams, parse_params
 
-_REGISTRY: dict[str, type[AnomalyMethod]] = {}
-COMMON_KEYS = ("kind", "reference")
+_REGISTRY: dict[str, type[MethodKind]] = {}
+_PLUGIN_OF: dict[str, str] = {}  # kind -> the plugin that registered it
+_LOADING: list[str] = []  # the plugin being imported, while it is
+COMMON_KEYS = ("kind", "reference", "plugin")
 
 
-def register_method(cls: type[AnomalyMethod]) -> type[AnomalyMethod]:
+def register_method(cls: type[MethodKind]) -> type[MethodKind]:
     """Class decorator: make ``cls`` available as ``kind: <cls.kind>``."""
-    if cls.kind in _REGISTRY:
+    if cls.kind in _REGISTRY and _REGISTRY[cls.kind] is not cls:
         raise ValueError(f"method kind '{cls.kind}' is registered twice")
     _REGISTRY[cls.kind] = cls
+    if _LOADING:
+        _PLUGIN_OF[cls.kind] = _LOADING[-1]
+    if not isinstance(cls.model, str):
+        cls.model.kind = cls
     return cls
+
+
+def load_plugins(plugins: list[str] | None) -> None:
+    """Import each plugin (a module name, or a path to a ``.py`` file) once."""
+    for plugin in plugins or ():
+        if plugin in _PLUGIN_OF.values():
+            continue
+        _LOADING.append(plugin)
+        try:
+            if plugin.endswith(".py"):
+                path = Path(plugin).resolve()
+                if not path.is_file():
+                    raise ConfigError(f"plugins: {plugin} not found")
+                spec = importlib.util.spec_from_file_location(f"diffad_plugin_{path.stem}", path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(plugin)
+        except ModuleNotFoundError as err:
+            raise ConfigError(f"plugins: cannot import {plugin!r}: {err}") from None
+        finally:
+            _LOADING.pop()
+
+
+def plugin_of(kind: str) -> str | None:
+    """The plugin that registered ``kind``; None for the kinds shipped with diffad."""
+    return _PLUGIN_OF.get(kind)
 
 
 def method_kinds() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def method_class(kind: str, where: str = "methods") -> type[AnomalyMethod]:
+def method_kind(kind: str, where: str = "methods") -> type[MethodKind]:
     try:
         return _REGISTRY[kind]
     except KeyError:
         raise ConfigError(
-            f"{where}.kind: unknown method kind '{kind}'; known kinds: {method_kinds()}"
+            f"{where}.kind: unknown method kind '{kind}'; known kinds: {method_kinds()} "
+            f"(a kind of your own: list its module under `plugins:`)"
         ) from None
 
 
+def kind_of(resolved: dict[str, Any]) -> type[MethodKind]:
+    """The kind of a resolved variant, importing its plugin first where it has one."""
+    if resolved.get("plugin"):
+        load_plugins([resolved["plugin"]])
+    return method_kind(resolved["kind"])
+
+
 def resolve_method(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Full parameters of variant ``name``: its kind, reference name and every hyperparameter."""
+    """Full parameters of variant ``name``: kind, reference name and every parameter."""
     where = f"methods.{name}"
     if not isinstance(cfg, dict) or "kind" not in cfg:
         raise ConfigError(f"{where}: needs a 'kind' (one of {method_kinds()})")
-    cls = method_class(cfg["kind"], where)
-    values = {k: v for k, v in cfg.items() if k not in COMMON_KEYS}
-    params = check_params(cls.Params, values, where)
-    return {
-        "kind": cfg["kind"],
-        "reference": cfg.get("reference", name),
-        **dataclasses.asdict(params),
-    }
+    cls = method_kind(cfg["kind"], where)
+    params = parse_params(cls.Params, {k: v for k, v in cfg.items() if k not in COMMON_KEYS},
+                          where)
+    resolved = {"kind": cls.kind, "reference": cfg.get("reference", name), **params.values()}
+    if cls.kind in _PLUGIN_OF:
+        resolved["plugin"] = _PLUGIN_OF[cls.kind]
+    return resolved
 
 
-def build_method(resolved: dict[str, Any], runtime: Runtime) -> AnomalyMethod:
-    """Instantiate the method from ``resolve_method``'s output."""
-    cls = method_class(resolved["kind"])
-    values = {k: v for k, v in resolved.items() if k not in COMMON_KEYS}
-    return cls(cls.Params(**values), runtime)
+def params_of(resolved: dict[str, Any]) -> MethodParams:
+    """The kind's ``Params`` object of a resolved variant."""
+    cls = kind_of(resolved)
+    return cls.Params(**{k: v for k, v in resolved.items() if k not in COMMON_KEYS})
 
 
-def training_params(resolved: dict[str, Any]) -> dict[str, Any]:
-    """The parameters that determine the trained model: all but the inference-only ones."""
-    cls = method_class(resolved["kind"])
-    return {k: v for k, v in resolved.items()
-            if k != "reference" and k not in cls.inference_params}
+def tier_values(resolved: dict[str, Any], *tiers: str) -> dict[str, Any]:
+    """The kind and the parameters of ``tiers`` of a resolved variant (a job's params)."""
+    out = {"kind": resolved["kind"], **params_of(resolved).values(*tiers)}
+    if resolved.get("plugin"):
+        out["plugin"] = resolved["plugin"]
+    return out
 
 
-def training_variants(resolved: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Map each variant to the first variant (config order) with the same training
-    parameters, whose model it uses: a grid over inference settings trains once."""
+def _owners(resolved: dict[str, dict[str, Any]], *tiers: str) -> dict[str, str]:
+    """Each variant -> the first variant (config order) equal to it in ``tiers``."""
     owners: dict[str, str] = {}
     out = {}
     for name, params in resolved.items():
-        key = repr(sorted(training_params(params).items()))
+        key = repr(sorted(tier_values(params, *tiers).items()))
         out[name] = owners.setdefault(key, name)
     return out
+
+
+def training_variants(resolved: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Variant -> the variant whose trained model it uses (equal train parameters)."""
+    return _owners(resolved, "train")
+
+
+def inference_variants(resolved: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Variant -> the variant whose inference outputs it scores (equal train and infer
+    parameters): score-tier sweeps cost no inference."""
+    return _owners(resolved, "train", "infer")
 
 
 def grid_points(grids: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -98,7 +163,7 @@ def grid_points(grids: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[st
     for grid, spec in grids.items():
         where = f"method_grids.{grid}"
         keys = list(spec["vary"])
-        cls = method_class(spec["base"].get("kind"), f"{where}.base")
+        cls = method_kind(spec["base"].get("kind"), f"{where}.base")
         out[grid] = {}
         for values in itertools.product(*(spec["vary"][k] for k in keys)):
             point = dict(zip(keys, values, strict=True))
@@ -110,7 +175,8 @@ def grid_points(grids: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[st
                 raise ConfigError(f"{where}.name: '{name}' is produced twice; "
                                   "name every varied parameter in it")
             seen.add(name)
-            if cls.applicable(resolve_method(name, {**spec["base"], **point})):
+            resolved = resolve_method(name, {**spec["base"], **point})
+            if cls.applicable(params_of(resolved)):
                 out[grid][name] = point
     return out
 
@@ -126,8 +192,41 @@ def expand_method_grids(
             for grid, variants in points.items() for name, point in variants.items()}
 
 
-def weight_names(resolved: dict[str, Any]) -> list[str]:
-    """Pretrained backbones a resolved variant needs in the weights cache."""
-    cls = method_class(resolved["kind"])
-    values = {k: v for k, v in resolved.items() if k not in COMMON_KEYS}
-    return cls.weight_names(cls.Params(**values))
+@dataclass
+class MethodSet:
+    """Every variant of a config, resolved, and who shares whose jobs."""
+
+    resolved: dict[str, dict[str, Any]]  #: variant -> kind, reference and parameters
+    grid_points: dict[str, dict[str, dict[str, Any]]]  #: grid -> variant -> varied values
+    trained_by: dict[str, str]  #: variant -> the variant whose model it uses
+    inferred_by: dict[str, str]  #: variant -> the variant whose infer outputs it scores
+    #: inference owner -> whether its job scores the train split too (some variant
+    #: scoring its outputs standardises by train statistics)
+    train_scores: dict[str, bool]
+
+
+def method_set(methods: dict[str, Any], grids: dict[str, Any] | None = None,
+               best_of: dict[str, list[str]] | None = None) -> MethodSet:
+    """Resolve the ``methods``, ``method_grids`` and ``best_of`` blocks of a config.
+
+    Raises:
+        ConfigError: a bad variant (its key named), a grid variant that clashes with a
+            name in ``methods``, or a ``best_of`` entry naming an unknown variant.
+    """
+    points = grid_points(grids or {})
+    generated = expand_method_grids(grids or {}, points)
+    clashes = sorted(set(generated) & set(methods))
+    if clashes:
+        raise ConfigError(f"method_grids produce variants also named in methods: {clashes}")
+    resolved = {name: resolve_method(name, cfg) for name, cfg in {**methods, **generated}.items()}
+    for group, variants in (best_of or {}).items():
+        unknown = [v for v in variants if v not in resolved]
+        if unknown:
+            raise ConfigError(f"best_of.{group} names variants that are not configured: "
+                              f"{unknown}")
+    inferred_by = inference_variants(resolved)
+    train_scores = dict.fromkeys(set(inferred_by.values()), False)
+    for name, owner in inferred_by.items():
+        train_scores[owner] |= kind_of(resolved[name]).needs_train_scores(
+            params_of(resolved[name]))
+    return MethodSet(resolved, points, training_variants(resolved), inferred_by, train_scores)

@@ -35,9 +35,25 @@ def step_grid(steps: int, train_timesteps: int) -> list[int]:
     return [int(round(i * (train_timesteps - 1) / steps)) for i in range(1, steps + 1)]
 
 
-def inversion_path(steps: int, alphas_cumprod: torch.Tensor) -> list[tuple[int, float]]:
-    """(timestep, a_t) from the data (a = 1, evaluated at t = 0) up to tau_S."""
-    grid = step_grid(steps, len(alphas_cumprod))
+def inversion_path(steps: int, alphas_cumprod: torch.Tensor,
+                   spacing: str = "paper") -> list[tuple[int, float]]:
+    """(timestep, a_t) pairs of an S-step inversion; the network is evaluated at each
+    pair's timestep but the last's, so S times.
+
+    ``paper``: from the data (a = 1, evaluated at t = 0) up to tau_S (Eq. 15).
+    ``official`` (paper 001's code): evaluated at round(linspace(0, T - 1, S)), the data
+    taken at t = 0 with a_0 (diffusers' ``set_alpha_to_one=False``), and a last step
+    from T - 1 to a = 0, so x_T is the network's epsilon at T - 1.
+    """
+    total = len(alphas_cumprod)
+    if spacing == "official":
+        if not 1 <= steps <= total:
+            raise ValueError(f"steps must be in [1, {total}], got {steps}")
+        grid = sorted({int(round(i * (total - 1) / max(steps - 1, 1))) for i in range(steps)})
+        return [(t, float(alphas_cumprod[t])) for t in grid] + [(total, 0.0)]
+    if spacing != "paper":
+        raise ValueError(f"spacing must be 'paper' or 'official', got {spacing!r}")
+    grid = step_grid(steps, total)
     return [(0, 1.0)] + [(t, float(alphas_cumprod[t])) for t in grid]
 
 

@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from diffad.data.loader import image_batches
 from diffad.device import autocast, synchronize
 from diffad.io import atomic_path
-from diffad.methods.base import Runtime
-from diffad.methods.loader import image_batches
-from diffad.models.weights import load_pretrained
+from diffad.runtime import Runtime
+from diffad.weights import load_timm
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,14 @@ log = logging.getLogger(__name__)
 class FeatureExtractor(torch.nn.Module):
     """Concatenated, stride-aligned stages of a frozen pretrained timm backbone."""
 
-    def __init__(self, backbone: str, stages: tuple[int, ...], stride: int, runtime: Runtime):
+    def __init__(self, backbone: str, stages: tuple[int, ...], stride: int, runtime: Runtime,
+                 stage_resize: str = "area", interpolation: str = "bicubic"):
         super().__init__()
         self.name, self.stages, self.stride = backbone, tuple(stages), stride
+        self.stage_resize, self.interpolation = stage_resize, interpolation
         self.runtime = runtime
-        self.model = load_pretrained(backbone, runtime.weights_root, features_only=True,
-                                     out_indices=self.stages).to(runtime.device).eval()
+        self.model = load_timm(backbone, runtime.weights_root, features_only=True,
+                               out_indices=self.stages).to(runtime.device).eval()
         self.model.requires_grad_(False)
         cfg = self.model.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1))
@@ -59,9 +61,11 @@ class FeatureExtractor(torch.nn.Module):
         size = (images.shape[-2] // self.stride, images.shape[-1] // self.stride)
         with autocast(self.runtime.device):
             maps = self.model((images - self.mean) / self.std)
-        # Area averaging for finer stages (no aliasing), bilinear for coarser ones.
+        # `area`: averaging for finer stages (no aliasing); `bilinear` (the official
+        # code of paper 001) samples them. Coarser stages are upsampled bilinearly.
         return torch.cat([
-            F.adaptive_avg_pool2d(m.float(), size) if m.shape[-1] >= size[-1]
+            F.adaptive_avg_pool2d(m.float(), size)
+            if m.shape[-1] >= size[-1] and self.stage_resize == "area"
             else F.interpolate(m.float(), size=size, mode="bilinear", align_corners=False)
             for m in maps
         ], dim=1)
@@ -69,7 +73,8 @@ class FeatureExtractor(torch.nn.Module):
     def key(self, paths: list[str]) -> str:
         """Identifies the features of ``paths``: backbone setting, size, files and their mtimes."""
         files = [(p, st.st_size, st.st_mtime_ns) for p in paths for st in [os.stat(p)]]
-        blob = json.dumps([self.name, self.stages, self.stride, self.runtime.image_size, files])
+        blob = json.dumps([self.name, self.stages, self.stride, self.runtime.image_size,
+                           self.stage_resize, self.interpolation, files])
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -81,7 +86,8 @@ def extract(extractor: FeatureExtractor, paths: list[str], batch_size: int,
     """
     runtime = extractor.runtime
     chunks, elapsed, warm = [], 0.0, False
-    for images in image_batches(paths, runtime, batch_size, desc=desc):
+    for images in image_batches(paths, runtime, batch_size, desc=desc,
+                                interpolation=extractor.interpolation):
         images = images.to(runtime.device)
         if not warm:
             extractor(images)

@@ -1,0 +1,136 @@
+"""Method hyperparameters: pydantic models whose fields declare their tier and bounds once.
+
+A method kind's ``Params`` subclasses :class:`MethodParams`; each field is
+made with :func:`train`, :func:`infer` or :func:`score`, which say which job
+the value reaches:
+
+``train``
+    shapes the trained model. Variants that differ in nothing else share
+    one train job (a grid over sampling steps trains once).
+``infer``
+    changes what the trained network is asked (steps, strength, start
+    timestep...). Variants that differ only in score settings share one
+    infer job.
+``score``
+    turns the stored per-detector scores and maps into an image score and a
+    map (detector weights, pooling, smoothing, the evaluation protocol). The
+    evaluate rule applies them; they never rerun inference.
+
+Bounds and choices sit beside the default (``train(0.1, gt=0, le=1)``,
+``Literal[...]``), so a bad value fails when the DAG is built, with the
+config path of the key in the message::
+
+    >>> from diffad.methods import resolve_method
+    >>> resolve_method("pc", {"kind": "patchcore", "coreset_ratio": -0.5})  # doctest: +SKIP
+    ConfigError: methods.pc.coreset_ratio: must be > 0, got -0.5
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from diffad.errors import ConfigError
+
+Tier = Literal["train", "infer", "score"]
+TIERS: tuple[Tier, ...] = ("train", "infer", "score")
+
+#: Evaluation protocols (:mod:`diffad.metrics.protocols`): ours, and each paper code's own.
+Protocol = Literal["unified", "diad", "inversionad"]
+
+
+def _field(tier: Tier, default: Any, description: str | None, **bounds: Any) -> Any:
+    return Field(default, description=description, json_schema_extra={"tier": tier}, **bounds)
+
+
+def train(default: Any, description: str | None = None, **bounds: Any) -> Any:
+    """A parameter that shapes the trained model (``pydantic.Field`` bounds allowed)."""
+    return _field("train", default, description, **bounds)
+
+
+def infer(default: Any, description: str | None = None, **bounds: Any) -> Any:
+    """A parameter of inference only: variants differing in it share one trained model."""
+    return _field("infer", default, description, **bounds)
+
+
+def score(default: Any, description: str | None = None, **bounds: Any) -> Any:
+    """A parameter of the score tier: applied by evaluate to the stored outputs."""
+    return _field("score", default, description, **bounds)
+
+
+class MethodParams(BaseModel):
+    """Base of every kind's parameters. Strict: ``2.5`` is no int, ``"1"`` no number."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True,
+                              validate_default=True)
+
+    protocol: Protocol = score(
+        "unified", "evaluation protocol beside ours: `unified` (exact AUPRO to FPR 0.3, AUROC "
+        "never flipped) or a paper code's own (`diad`, `inversionad`); the metrics row holds "
+        "both")
+
+    @classmethod
+    def tier_of(cls, name: str) -> Tier:
+        extra = cls.model_fields[name].json_schema_extra
+        return extra["tier"]  # type: ignore[index]
+
+    @classmethod
+    def names(cls, *tiers: Tier) -> list[str]:
+        """Field names of the given tiers, in declaration order."""
+        return [name for name in cls.model_fields if cls.tier_of(name) in tiers]
+
+    def values(self, *tiers: Tier) -> dict[str, Any]:
+        """The values of the given tiers (every field without ``tiers``), JSON-ready."""
+        data = self.model_dump(mode="json")
+        wanted = type(self).names(*tiers) if tiers else list(data)
+        return {name: data[name] for name in wanted}
+
+
+def parse_params(params_cls: type[MethodParams], values: dict[str, Any],
+                 where: str) -> MethodParams:
+    """Validate ``values`` into ``params_cls``; a bad entry raises ConfigError naming
+    ``where.key`` (every bad key, one per line)."""
+    try:
+        return params_cls(**values)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, params_cls, where)) from None
+
+
+def _describe(err: ValidationError, params_cls: type[MethodParams], where: str) -> str:
+    unknown = sorted(str(e["loc"][0]) for e in err.errors() if e["type"] == "extra_forbidden")
+    lines = []
+    if unknown:
+        lines.append(f"{where}: unknown parameter(s) {unknown}; known: "
+                     f"{sorted(params_cls.model_fields)}")
+    for error in err.errors():
+        if error["type"] == "extra_forbidden":
+            continue
+        key = ".".join(str(part) for part in error["loc"])
+        lines.append(f"{where}{'.' + key if key else ''}: {_message(error)}")
+    return "\n".join(lines)
+
+
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
+           "less_than_equal": "<="}
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
+    if kind in _BOUNDS:
+        bound = next(iter(ctx.values()))
+        shown = f"{bound:g}" if isinstance(bound, float) else bound
+        return f"must be {_BOUNDS[kind]} {shown}, got {value!r}"
+    if kind == "literal_error":
+        return f"{value!r} is not one of {ctx.get('expected')}"
+    if kind.endswith("_type"):
+        expected = {"int": "int", "float": "float", "bool": "bool", "string": "str",
+                    "list": "list", "tuple": "list", "dict": "mapping"}.get(kind[:-5], kind[:-5])
+        return f"expected {expected}, got {value!r}"
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    return f"{error['msg']}, got {value!r}"
+
+
+__all__ = ["MethodParams", "Protocol", "TIERS", "Tier", "infer", "parse_params", "score",
+           "train"]

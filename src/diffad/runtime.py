@@ -1,0 +1,43 @@
+"""Where and how a job runs: the device, the weights cache, the image size, the seed.
+
+Below both :mod:`diffad.models` and :mod:`diffad.methods`, so that shared
+networks (feature extractors) and methods take the same object. None of it
+is a hyperparameter: it never enters a model's config or a rerun decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from diffad.device import pick_device
+
+
+@dataclass
+class Runtime:
+    """Where and how a method runs; not a hyperparameter, so not in the config hash."""
+
+    device: torch.device
+    weights_root: Path  #: cache of pretrained weights written by the ``fetch_weights`` rule
+    image_size: int
+    seed: int = 0
+    num_workers: int = 0
+    cache_dir: Path | None = None  #: shared cache of derived data (backbone features)
+
+
+def make_runtime(settings: dict[str, Any], image_size: int) -> Runtime:
+    """Runtime from the config's ``runtime:`` block and the dataset's image size."""
+    return Runtime(
+        device=pick_device(settings.get("device", "auto")),
+        weights_root=Path(settings.get("weights_dir", "resources/weights")),
+        image_size=image_size,
+        seed=int(settings.get("seed", 0)),
+        num_workers=int(settings.get("num_workers", 0)),
+        cache_dir=Path(settings["cache_dir"]) if settings.get("cache_dir") else None,
+    )
+
+
+__all__ = ["Runtime", "make_runtime"]

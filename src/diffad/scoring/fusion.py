@@ -1,0 +1,65 @@
+"""Building blocks of the score tier: normalise, smooth, pool and fuse detectors.
+
+All work on numpy arrays of a whole split, since some normalisations need the
+split (min-max over the test images, as papers 001 and DiAD's code do) and
+others the train split's statistics (independent of the other test images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from scipy import ndimage
+
+
+def minmax(values: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] by the range of ``values`` themselves (0 where it is flat)."""
+    values = np.asarray(values, dtype=np.float64)
+    span = values.max() - values.min()
+    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+
+
+def standardize(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``(values - mean) / std`` with the statistics of ``reference`` (e.g. the train split)."""
+    reference = np.asarray(reference, dtype=np.float64)
+    std = reference.std(ddof=1) if reference.size > 1 else 0.0
+    return (np.asarray(values, dtype=np.float64) - reference.mean()) / max(std, 1e-12)
+
+
+def gaussian_smooth(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Smooth each (H, W) map with a Gaussian of ``sigma`` pixels (0: unchanged).
+
+    The kernel has radius ``int(4 sigma + 0.5)`` and mirror padding
+    (d c b | a b c d), as torchvision's ``gaussian_blur`` and anomalib's
+    PatchCore; PatchCore's reference code pads with scipy's ``reflect``
+    (d c b a | a b c d), which differs in the border pixels only.
+    """
+    if sigma <= 0:
+        return np.asarray(maps, dtype=np.float32)
+    radius = int(4 * sigma + 0.5)
+    return ndimage.gaussian_filter(np.asarray(maps, dtype=np.float32), sigma=(0, sigma, sigma),
+                                   mode="mirror", truncate=radius / sigma)
+
+
+def top_k_mean(maps: np.ndarray, k: int) -> np.ndarray:
+    """Image scores: the mean of each map's ``k`` largest pixels (``k`` = 1: the maximum)."""
+    flat = np.asarray(maps, dtype=np.float32).reshape(len(maps), -1)
+    k = max(1, min(k, flat.shape[1]))
+    if k == 1:
+        return flat.max(axis=1).astype(np.float64)
+    return np.partition(flat, -k, axis=1)[:, -k:].mean(axis=1, dtype=np.float64)
+
+
+def weighted_sum(parts: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
+    """``sum_d w_d * part_d`` over the detectors with a non-zero weight."""
+    used = [(np.asarray(parts[name]), w) for name, w in weights.items() if w]
+    if not used:
+        raise ValueError(f"every detector weight is zero: {dict(weights)}")
+    total = np.zeros_like(used[0][0], dtype=np.float64)
+    for part, weight in used:
+        total = total + weight * part
+    return total
+
+
+__all__ = ["gaussian_smooth", "minmax", "standardize", "top_k_mean", "weighted_sum"]

@@ -1,0 +1,51 @@
+"""transformers weights: model and processor/tokenizer, as ``save_pretrained`` writes them.
+
+The folder holds ``config.json``, ``model.safetensors`` (or shards with an
+index), ``generation_config.json`` where there is one, and the processor's or
+tokenizer's files (``preprocessor_config.json``, ``tokenizer.json``...). For a
+model with its own code (``trust_remote_code``, e.g. InternVL2), ``save_pretrained``
+copies the code files beside the config, so the folder loads offline too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from diffad.weights.classes import library_class
+from diffad.weights.hub import hub_offline, is_local_folder, resolve_revision
+from diffad.weights.sources import WeightSource
+
+DEFAULT_CLASS = "AutoModel"
+
+
+def fetch_transformers(source: WeightSource, folder: Path, cache_dir: Path) -> dict[str, Any]:
+    """Save ``source``'s model and processor into ``folder``; return its resolved revision."""
+    cls = library_class("transformers", source.cls, DEFAULT_CLASS)
+    sha = resolve_revision(source.repo_id, source.revision)
+    kwargs: dict[str, Any] = {"cache_dir": cache_dir,
+                              "trust_remote_code": source.trust_remote_code}
+    if not is_local_folder(source.repo_id):
+        kwargs["revision"] = sha
+    if source.subfolder:
+        kwargs["subfolder"] = source.subfolder
+    model = cls.from_pretrained(source.repo_id, **kwargs)
+    model.save_pretrained(folder)
+    if source.processor:
+        processor_cls = library_class("transformers", source.processor, "AutoProcessor")
+        processor_cls.from_pretrained(source.repo_id, **kwargs).save_pretrained(folder)
+    return {"resolved_revision": sha}
+
+
+def load_transformers_folder(folder: Path, source: WeightSource, cls: str | type | None = None,
+                             **kwargs: Any) -> tuple[Any, Any]:
+    """Model (``cls``, default the source's class) and processor (None if it has none)."""
+    loader = library_class("transformers", cls or source.cls, DEFAULT_CLASS)
+    common = {"local_files_only": True, "trust_remote_code": source.trust_remote_code}
+    with hub_offline():
+        model = loader.from_pretrained(folder, **common, **kwargs)
+        processor = None
+        if source.processor:
+            processor_cls = library_class("transformers", source.processor, "AutoProcessor")
+            processor = processor_cls.from_pretrained(folder, **common)
+    return model, processor
