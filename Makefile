@@ -4,11 +4,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= all
+CONFIG ?= config/config.yaml
 EXPERIMENT ?= default
+SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 # The venv's tools first, so that Snakemake's jobs use its Python too.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lint bench clean
+.PHONY: run tables report unlock test lint bench slurm-profile clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,11 +18,30 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# The SLURM executor plugin, for the SLURM tests and cluster runs only (see pyproject.toml).
+$(VENV)/.slurm: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,slurm]'
+	touch $@
+
+# A run killed with `kill -9` leaves Snakemake's directory lock behind: it is
+# removed first when no Snakemake process holds it.
 run: $(VENV)/.installed
-	$(BIN)/snakemake --cores $(CORES) --configfile config/config.yaml
+	@$(BIN)/python -m diffad.locks
+	$(SNAKEMAKE)
 	@cat results/tables/$(EXPERIMENT).md
 
-test: $(VENV)/.installed
+tables: $(VENV)/.installed
+	$(SNAKEMAKE) tables
+	@cat results/tables/$(EXPERIMENT).md
+
+report: $(VENV)/.installed
+	$(SNAKEMAKE) --report results/report.html
+	@echo "open results/report.html"
+
+unlock: $(VENV)/.installed
+	$(BIN)/python -m diffad.locks
+
+test: $(VENV)/.slurm
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed
@@ -30,8 +51,14 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_coreset.py
 	$(BIN)/python benchmarks/bench_dag.py
 	$(BIN)/python benchmarks/bench_latent_inversion.py
+
+# Once per cluster user: `snakemake --profile slurm` then works as typed.
+slurm-profile: $(VENV)/.slurm
+	$(BIN)/python -m diffad.profiles $(if $(ACCOUNT),--account $(ACCOUNT)) \
+	    $(if $(PARTITION),--partition $(PARTITION))
 
 clean:
 	rm -rf results logs .snakemake

@@ -18,7 +18,8 @@ import timm
 import torch
 
 from diffad.device import autocast, synchronize
-from diffad.methods.latent_inversion import LatentInversionParams, build_unet
+from diffad.methods.latent_inversion import LatentInversionParams
+from diffad.methods.latent_inversion.model import build_unet
 from diffad.models.ddim import inversion_path, run_ddim, step_grid
 
 

@@ -39,11 +39,16 @@ ARTEFACT_PATHS = {
 }
 
 
+# Each dataset's full category list, read once (a folder dataset lists its folders).
+FULL_CATEGORIES = {
+    name: dataset_categories(name, cfg) for name, cfg in DATASETS.items()
+}
+
+
 def get_categories(dataset):
     """The dataset's categories, narrowed by the optional top-level `categories` filter."""
-    categories = dataset_categories(dataset, DATASETS[dataset])
     wanted = config.get("categories")
-    return [c for c in categories if not wanted or c in wanted]
+    return [c for c in FULL_CATEGORIES[dataset] if not wanted or c in wanted]
 
 
 GRID = [
@@ -70,7 +75,7 @@ def training_categories(method, dataset, category):
     """The categories a model trains on: a per-dataset model takes every category of
     the dataset (the top-level `categories` filter narrows evaluation only)."""
     if category == ALL_CATEGORIES:
-        return dataset_categories(dataset, DATASETS[dataset])
+        return FULL_CATEGORIES[dataset]
     return [category]
 
 
@@ -216,11 +221,8 @@ def get_heatmaps(wildcards=None):
 
 
 def get_tables(wildcards=None):
-    return expand(
-        "results/tables/{experiment}.{ext}",
-        experiment=EXPERIMENT,
-        ext=["md", "csv", "tex"],
-    )
+    """The experiment's tables; TABLE_NAME (rules/report.smk) names a filtered run's apart."""
+    return expand("results/tables/{name}.{ext}", name=TABLE_NAME, ext=TABLE_FORMATS)
 
 
 def get_reference_files(wildcards=None):
@@ -228,4 +230,4 @@ def get_reference_files(wildcards=None):
 
 
 def get_final_outputs():
-    return get_tables() + [f"results/figures/{EXPERIMENT}/metrics.png"] + get_heatmaps()
+    return get_tables() + [f"results/figures/{TABLE_NAME}/metrics.png"] + get_heatmaps()

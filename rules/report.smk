@@ -1,4 +1,11 @@
 # Paper tables, figures and the material of `snakemake --report`.
+from diffad.report.coverage import coverage_note, table_name
+
+# A run narrowed by `categories` writes its tables as
+# <experiment>.partial-<categories>.*, marked partial, so that it never overwrites
+# the full experiment's tables (common.smk's get_tables() asks for these).
+TABLE_NAME = table_name(EXPERIMENT, config.get("categories"), FULL_CATEGORIES)
+TABLE_FORMATS = ["md", "csv", "tex", "html"]
 
 
 rule build_tables:
@@ -6,23 +13,37 @@ rule build_tables:
         metrics=get_metrics(),
         reference=get_reference_files(),
     output:
-        md=report(
-            "results/tables/{experiment}.md",
+        md=f"results/tables/{TABLE_NAME}.md",
+        html=report(
+            f"results/tables/{TABLE_NAME}.html",
             caption="../workflow/report/tables.rst",
             category="Tables",
+            subcategory="Browse",
+            labels={"table": TABLE_NAME},
+        ),
+        tex=report(
+            f"results/tables/{TABLE_NAME}.tex",
+            caption="../workflow/report/table_files.rst",
+            category="Tables",
+            subcategory="Download (.tex, .csv)",
+            labels={"file": f"{TABLE_NAME}.tex (LaTeX, booktabs)"},
         ),
         csv=report(
-            "results/tables/{experiment}.csv",
-            caption="../workflow/report/tables.rst",
+            f"results/tables/{TABLE_NAME}.csv",
+            caption="../workflow/report/table_files.rst",
             category="Tables",
+            subcategory="Download (.tex, .csv)",
+            labels={"file": f"{TABLE_NAME}.csv (every column, full precision)"},
         ),
-        tex="results/tables/{experiment}.tex",
     log:
-        "logs/report/{experiment}_tables.log",
+        f"logs/report/{TABLE_NAME}_tables.log",
     localrule: True
     conda:
         "../envs/data.yaml"
     params:
+        title=TABLE_NAME,
+        coverage=coverage_note(config.get("categories"), FULL_CATEGORIES),
+        categories=FULL_CATEGORIES,
         references={name: cfg["reference"] for name, cfg in METHODS.items()},
         best_of=config["best_of"],
         grids=METHOD_SET.grid_points,
@@ -44,6 +65,10 @@ rule metrics_chart:
     localrule: True
     conda:
         "../envs/data.yaml"
+    params:
+        # The variants named under `methods:`; a method grid's points (up to
+        # hundreds) are in the tables.
+        variants=list(config["methods"]),
     script:
         "../workflow/scripts/metrics_chart.py"
 

@@ -27,37 +27,43 @@ QUALITY = ["i_auroc", "p_auroc", "aupro", "i_ap", "p_ap", "i_f1max", "p_f1max"]
 pytestmark = pytest.mark.slurm
 
 
-def cluster_problem() -> str | None:
-    """Why no cluster can be used here, or None."""
-    if shutil.which("sbatch") is None:
-        if os.geteuid() != 0:
-            return "no SLURM here and no root to start one (.ci/slurm-start)"
-        started = subprocess.run(["bash", str(REPO / ".ci/slurm-start")], capture_output=True,
-                                 text=True, timeout=600)
-        if started.returncode != 0:
-            return f".ci/slurm-start failed: {started.stderr[-2000:]}"
+def answers() -> bool:
     state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-    if state.returncode != 0 or not state.stdout.strip():
-        if os.geteuid() == 0:
-            subprocess.run(["bash", str(REPO / ".ci/slurm-start")], capture_output=True,
-                           text=True, timeout=600)
-            state = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
-        if state.returncode != 0 or not state.stdout.strip():
-            return f"SLURM does not answer: {state.stderr.strip()}"
+    return state.returncode == 0 and bool(state.stdout.strip())
+
+
+def cluster_problem() -> tuple[str | None, bool]:
+    """Why no cluster can be used here (or None), and whether this call started one."""
     try:
         import snakemake_executor_plugin_slurm  # noqa: F401
     except ImportError:
-        return "snakemake-executor-plugin-slurm is not installed (pip install -e '.[test]')"
-    return None
+        return "snakemake-executor-plugin-slurm is not installed (pip install -e '.[slurm]')", False
+    if shutil.which("sinfo") is not None and answers():
+        return None, False
+    if os.geteuid() != 0:
+        return "no SLURM here and no root to start one (.ci/slurm-start)", False
+    started = subprocess.run(["bash", str(REPO / ".ci/slurm-start")], capture_output=True,
+                             text=True, timeout=600)
+    if started.returncode != 0:
+        return f".ci/slurm-start failed: {started.stderr[-2000:]}", True
+    return (None if answers() else "SLURM does not answer after .ci/slurm-start"), True
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    problem = cluster_problem()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"SLURM tests cannot run in CI: {problem}")
-        pytest.skip(problem)
+    problem, started = cluster_problem()
+    try:
+        if problem:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"SLURM tests cannot run in CI: {problem}")
+            pytest.skip(problem)
+        yield
+    finally:
+        # A cluster these tests started is stopped again; one that ran before
+        # (.ci/run starts and stops its own) is left as it was.
+        if started:
+            subprocess.run(["bash", str(REPO / ".ci/slurm-stop")], capture_output=True,
+                           text=True, timeout=300)
 
 
 def config(weights_root: Path, categories: list[str]) -> dict:

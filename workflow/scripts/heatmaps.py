@@ -5,8 +5,9 @@ from diffad.report.figures import plot_heatmaps
 from diffad.evaluation import apply_score_tier
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
-with log_to(sm.log[0], job_header(sm.rule, dict(sm.wildcards))):
+with log_to(sm.log[0], job_header(sm.rule, dict(sm.wildcards))) as log:
     outputs, scored = apply_score_tier(sm.params.method, sm.input.scores, sm.input.maps,
                                        sm.input.train_scores)
     title = f"{sm.wildcards.method} / {sm.wildcards.dataset} / {sm.wildcards.category}"
     plot_heatmaps(outputs.table, scored, sm.params.image_size, sm.output[0], title)
+    log.info("wrote %s", sm.output[0])

@@ -33,6 +33,7 @@ import os
 import posixpath
 import re
 import shutil
+import sys
 import tarfile
 import tempfile
 import zipfile
@@ -75,9 +76,11 @@ def archive_name(url: str) -> str:
 
 
 def _bar(total: int | None, initial: int, desc: str, progress: bool) -> tqdm:
+    # A byte-level bar on a terminal only: in a job's log file it would be one
+    # line of carriage returns; the log gets the start and end lines instead.
     return tqdm(
         total=total, initial=initial, desc=desc, unit="B", unit_scale=True,
-        unit_divisor=1024, disable=not progress,
+        unit_divisor=1024, disable=not progress or not sys.stderr.isatty(),
     )
 
 
@@ -234,7 +237,8 @@ def _extract_into(archive: Path, dest: Path, progress: bool) -> None:
                         f"unsafe member {info.filename!r} in {archive}: its path is absolute or "
                         f"contains '..'; nothing extracted"
                     )
-            with tqdm(total=len(infos), desc=desc, unit="file", disable=not progress) as bar:
+            with tqdm(total=len(infos), desc=desc, unit="file",
+                      disable=not progress or not sys.stderr.isatty()) as bar:
                 for info in _counted(infos, bar):
                     zf.extract(info, dest)
         return
@@ -250,7 +254,8 @@ def _extract_into(archive: Path, dest: Path, progress: bool) -> None:
         if hasattr(tarfile, "data_filter"):
             # Second line of defence: the stdlib filter also resolves links on disk.
             extra["filter"] = "data"
-        with tqdm(total=len(members), desc=desc, unit="file", disable=not progress) as bar:
+        with tqdm(total=len(members), desc=desc, unit="file",
+                  disable=not progress or not sys.stderr.isatty()) as bar:
             try:
                 tf.extractall(dest, members=_counted(members, bar), **extra)
             except _FILTER_ERROR as exc:

@@ -47,11 +47,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from diffad.data.images import image_size
 from diffad.errors import DatasetError
 from diffad.io import write_parquet
+from diffad.logs import progress as report_progress
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "image_path",
@@ -161,7 +161,9 @@ def verify_samples(
     try:
         # map() keeps the input order: the first bad file in manifest order is reported.
         done = pool.map(_verify_one, samples)
-        return list(tqdm(done, total=len(samples), desc=desc, unit="img", disable=not progress))
+        if not progress:
+            return list(done)
+        return list(report_progress(done, desc=desc, total=len(samples), unit="img"))
     finally:
         # On an error, do not decode the rest of a large dataset before reporting it.
         pool.shutdown(wait=True, cancel_futures=True)

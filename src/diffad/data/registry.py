@@ -26,6 +26,7 @@ dataset, before the per-category manifests, which never download.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ import pandas as pd
 from diffad.data.manifest import Sample, check_splits, samples_to_frame, verify_samples
 from diffad.data.options import ALLOWED_CATEGORY_NAMES, categories_of, category_name_problem
 from diffad.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -193,4 +196,16 @@ def build_manifest(
     samples = verify_samples(
         listing.samples, desc=f"{name}/{category}: decoding images", progress=progress
     )
-    return samples_to_frame(samples)
+    frame = samples_to_frame(samples)
+    log.info("%s", describe(frame, f"{name}/{category} ({listing.source})"))
+    return frame
+
+
+def describe(manifest: pd.DataFrame, what: str) -> str:
+    """One line: images per split, normal / anomalous, defect types, masks."""
+    test = manifest[manifest["split"] == "test"]
+    anomalous = test[test["label"] == 1]
+    return (f"{what}: {int((manifest['split'] == 'train').sum())} train images, "
+            f"{len(test)} test ({len(test) - len(anomalous)} normal, {len(anomalous)} anomalous "
+            f"in {anomalous['defect_type'].nunique()} defect types, "
+            f"{int(anomalous['mask_path'].notna().sum())} masks)")

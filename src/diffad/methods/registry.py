@@ -175,7 +175,7 @@ def grid_points(grids: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[st
                 raise ConfigError(f"{where}.name: '{name}' is produced twice; "
                                   "name every varied parameter in it")
             seen.add(name)
-            resolved = resolve_method(name, {**spec["base"], **point})
+            resolved = resolve_method(name, _point_entry(spec["base"], point))
             if cls.applicable(params_of(resolved)):
                 out[grid][name] = point
     return out
@@ -188,8 +188,17 @@ def expand_method_grids(
     """The config entry of every variant of every grid, from :func:`grid_points`'s
     ``points`` (computed here when not given)."""
     points = grid_points(grids) if points is None else points
-    return {name: {**grids[grid]["base"], **point}
+    return {name: _point_entry(grids[grid]["base"], point)
             for grid, variants in points.items() for name, point in variants.items()}
+
+
+def _point_entry(base: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
+    """A grid point's config entry; a ``reference`` in ``base`` may name the point's
+    values (``"li_sp_s{steps}"``): each point is compared with its own published row."""
+    entry = {**base, **point}
+    if isinstance(entry.get("reference"), str):
+        entry["reference"] = entry["reference"].format(**point)
+    return entry
 
 
 @dataclass

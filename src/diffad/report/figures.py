@@ -1,8 +1,9 @@
-"""Figures for ``snakemake --report``: metric bar charts and example heatmaps."""
+"""Figures for ``snakemake --report``: metric dot plots and example heatmaps."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -14,36 +15,84 @@ import pandas as pd  # noqa: E402
 from diffad.data import load_image, load_mask  # noqa: E402
 from diffad.io import atomic_path  # noqa: E402
 from diffad.methods.base import Scored  # noqa: E402
+from diffad.report.columns import HEADERS  # noqa: E402
 
 CHART_METRICS = ("i_auroc", "p_auroc", "aupro")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
 
 
-def plot_metrics(metrics: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Grouped bars per category (one bar per method), a row per metric, a column per dataset."""
+def plot_metrics(
+    metrics: pd.DataFrame, path: str | os.PathLike, variants: Sequence[str] | None = None,
+    shown: Sequence[str] = CHART_METRICS,
+) -> None:
+    """Write :func:`metrics_figure` to ``path`` (PNG)."""
+    _save(metrics_figure(metrics, variants, shown), path)
+
+
+def metrics_figure(
+    metrics: pd.DataFrame, variants: Sequence[str] | None = None,
+    shown: Sequence[str] = CHART_METRICS,
+) -> plt.Figure:
+    """Dot plot per category: one marker per method variant, a row per (dataset, metric),
+    and the variants' means at the right of each panel.
+
+    The y-axis runs from just below the lowest value shown to 100, so that
+    differences of a point are visible; the legend sits outside the axes.
+    ``variants`` limits the chart to those variants (e.g. the ones named under
+    ``methods:``, not every point of a method grid); None or no match: all.
+    n/a values (NaN) are left out.
+    """
+    picked = metrics[metrics["method"].isin(variants)] if variants else metrics
+    metrics = picked if len(picked) else metrics
     datasets = list(dict.fromkeys(metrics["dataset"]))
     methods = list(dict.fromkeys(metrics["method"]))
-    fig, axes = plt.subplots(len(CHART_METRICS), len(datasets), squeeze=False,
-                             figsize=(max(5, 1.2 * metrics["category"].nunique()) * len(datasets),
-                                      2.6 * len(CHART_METRICS)))
-    width = 0.8 / len(methods)
-    for col, dataset in enumerate(datasets):
+    colors = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20").colors
+    slots = max(metrics.groupby("dataset")["category"].nunique()) + 1
+    slot = 0.25 + 0.04 * len(methods)  # inches per category
+    fig = plt.figure(layout="constrained", figsize=(max(6.0, 2.5 + slots * slot),
+                                                    0.6 + 2.0 * len(shown) * len(datasets)))
+    # Datasets stacked (a row per metric each) keep the figure readable in width.
+    panels = fig.subfigures(len(datasets), 1, squeeze=False)[:, 0]
+    half = min(0.3, 0.1 * (len(methods) - 1))  # variants side by side within a category
+    dodge = np.linspace(-half, half, len(methods))
+    for panel, dataset in zip(panels, datasets, strict=True):
         subset = metrics[metrics["dataset"] == dataset]
         categories = sorted(subset["category"].unique())
-        x = np.arange(len(categories))
-        for row, metric in enumerate(CHART_METRICS):
-            ax = axes[row, col]
+        x = np.arange(len(categories) + 1)
+        axes = panel.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
+        panel.suptitle(dataset)
+        for ax, metric in zip(axes, shown, strict=True):
+            values = subset.pivot_table(index="category", columns="method", values=metric,
+                                        aggfunc="first", dropna=False).reindex(categories) * 100
+            values.loc["mean"] = values.mean(skipna=False)
             for m, method in enumerate(methods):
-                values = (subset[subset["method"] == method].set_index("category")[metric]
-                          .reindex(categories) * 100)
-                ax.bar(x + m * width - 0.4 + width / 2, values.fillna(0), width, label=method)
-            ax.set_xticks(x, categories, rotation=30, ha="right", fontsize=8)
-            ax.set_ylim(0, 100)
-            ax.set_ylabel(f"{metric} (%)")
-            if row == 0:
-                ax.set_title(dataset)
-    axes[0, 0].legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    _save(fig, path)
+                if method in values.columns:
+                    ax.plot(x + dodge[m], values[method].to_numpy(), linestyle="none",
+                            marker=MARKERS[m % len(MARKERS)], color=colors[m % len(colors)],
+                            markersize=5, label=method)
+            low = _lower_limit(values.to_numpy())
+            ax.set_ylim(low, 100.5)
+            for i in np.flatnonzero(values.isna().all(axis=1).to_numpy()):
+                ax.text(x[i], low + 0.05 * (100.5 - low), "n/a", ha="center", fontsize=7,
+                        color="0.4")
+            ax.axvline(len(categories) - 0.5, color="0.6", linewidth=0.8)
+            ax.grid(axis="y", color="0.9")
+            ax.set_axisbelow(True)
+            ax.set_ylabel(f"{HEADERS[metric]} (%)", fontsize=9)
+        axes[-1].set_xticks(x, categories + ["mean"], rotation=40, ha="right", fontsize=8)
+        axes[-1].set_xlim(-0.6, len(categories) + 0.6)
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8, frameon=False,
+               ncol=1 if len(methods) <= 16 else 2, title="variant")
+    return fig
+
+
+def _lower_limit(values: np.ndarray) -> float:
+    """Just below the lowest finite value, on a multiple of 5 (0 if nothing is finite)."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0
+    return float(max(0.0, np.floor((finite.min() - 1.0) / 5.0) * 5.0))
 
 
 def plot_heatmaps(

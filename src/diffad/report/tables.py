@@ -1,11 +1,22 @@
 """The experiment table: ours beside the published numbers, row by row.
 
-One row per (method, dataset, category) and a ``mean`` row per (method,
-dataset). Quality metrics are shown in percent with one decimal, as the
-papers print them. Where ``config/reference/*.csv`` lists a published value
-for a row and metric, the table gets a ``<metric> paper`` column and a
-``<metric> Δ`` column (ours minus paper). Pixel metrics of a dataset
-without masks are "n/a": unavailable, not zero.
+1. One row per (method, dataset, category) from the metrics rows; quality
+   metrics in percent.
+2. A ``mean`` row per (method, dataset): the mean of each quality metric
+   (n/a if any category is n/a), mean latency and training time, NFE and
+   parameters rounded to integers, test images summed, and how many of the
+   dataset's categories it covers (``n_categories`` of ``total_categories``).
+3. Beside each quality metric (:mod:`.columns`): ``<metric> protocol``
+   where a variant names a paper code's evaluation protocol, and, where
+   ``config/reference/*.csv`` lists a published value, ``<metric> paper``
+   and ``<metric> Δ`` (ours minus paper). The paper's mean is its own mean
+   row, else the mean of its values over our categories; a partial table
+   never uses the paper's full mean.
+
+Pixel metrics of a dataset without masks are NaN ("n/a", with the reason in
+``note``): unavailable, not zero. :func:`write_tables` writes the views:
+Markdown and LaTeX for papers, a self-contained HTML page for the report,
+and the CSV with every column at full precision for analysis.
 
 Reference CSV columns: ``method, dataset, category, metric, value, source``;
 ``value`` in percent, ``category`` may be ``mean`` for the paper's own
@@ -22,14 +33,25 @@ import pandas as pd
 
 from diffad.errors import ConfigError
 from diffad.io import atomic_path
+from diffad.report.columns import (
+    COST,
+    DELTA,
+    INTEGER,
+    KEYS,
+    MEAN,
+    PAPER,
+    PROTOCOL,
+    QUALITY,
+    UNIFIED,
+    is_partial_mean,
+)
+from diffad.report.html import html_page
+from diffad.report.latex import latex_tables
+from diffad.report.layout import Layout
+from diffad.report.markdown import markdown_page
 
-#: Quality metrics in [0, 1], shown in percent.
-QUALITY = ("i_auroc", "p_auroc", "aupro", "i_ap", "p_ap", "i_f1max", "p_f1max")
-#: Cost columns, shown as they are.
-COST = ("latency_ms", "nfe", "params", "train_s")
-KEYS = ("method", "dataset", "category")
 REFERENCE_COLUMNS = ("method", "dataset", "category", "metric", "value", "source")
-MEAN = "mean"
+COUNTS = ("n_test", "n_anomalous")
 
 
 def read_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
@@ -70,7 +92,8 @@ def best_of(metrics: pd.DataFrame, groups: Mapping[str, Sequence[str]]) -> pd.Da
     for name, variants in groups.items():
         members = metrics[metrics["method"].isin(variants)]
         for _, group in members.groupby(["dataset", "category"], sort=False):
-            best = group.loc[group["i_auroc"].idxmax()].copy()
+            scored = group["i_auroc"].dropna()
+            best = group.loc[scored.idxmax() if len(scored) else group.index[0]].copy()
             best["method"] = name
             rows.append(best)
     return pd.DataFrame(rows, columns=metrics.columns)
@@ -79,33 +102,96 @@ def best_of(metrics: pd.DataFrame, groups: Mapping[str, Sequence[str]]) -> pd.Da
 def build_table(
     metrics: pd.DataFrame, reference: pd.DataFrame, reference_names: Mapping[str, str],
     best: Mapping[str, Sequence[str]] | None = None,
+    categories: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
-    """Ours (percent) with mean rows, and the paper's value and the difference where known.
+    """Ours (percent) with mean rows, the paper code's protocol, the paper's value and Δ.
 
-    ``reference_names`` maps each method variant to its name in the reference
-    CSVs (the config's ``reference`` key, by default the variant name);
-    ``best`` adds :func:`best_of` rows.
+    Args:
+        metrics: metrics rows (:func:`diffad.evaluation.evaluate`), quality in [0, 1].
+        reference: published values (:func:`read_reference`), in percent.
+        reference_names: each method variant's name in the reference CSVs (the
+            config's ``reference`` key); a variant not listed uses its own name.
+        best: groups of variants that get :func:`best_of` rows.
+        categories: each dataset's full category list; mean rows covering
+            fewer are partial. None: every mean row counts as complete.
     """
     if best:
         metrics = pd.concat([metrics, best_of(metrics, best)], ignore_index=True)
-    ours = metrics.copy()
-    ours[list(QUALITY)] = ours[list(QUALITY)] * 100.0
+    ours = _ours(metrics)
     rows = []
     for (method, dataset), group in ours.groupby(["method", "dataset"], sort=False):
         group = group.sort_values("category")
-        mean = group[list(QUALITY) + list(COST)].mean(numeric_only=True, skipna=False)
         rows.append(group)
-        rows.append(pd.DataFrame([{"method": method, "dataset": dataset, "category": MEAN,
-                                   **mean.to_dict()}]))
-    table = pd.concat(rows, ignore_index=True)[list(KEYS) + list(QUALITY) + list(COST)]
+        rows.append(pd.DataFrame([_mean_row(method, dataset, group, categories)]))
+    table = pd.concat(rows, ignore_index=True)
 
     ref = _reference_lookup(table, reference, reference_names)
+    columns = list(KEYS) + ["protocol"]
     for metric in QUALITY:
+        columns.append(metric)
+        if table[f"{metric}{PROTOCOL}"].notna().any():
+            columns.append(f"{metric}{PROTOCOL}")
         if ref[metric].notna().any():
-            position = table.columns.get_loc(metric) + 1
-            table.insert(position, f"{metric} paper", ref[metric])
-            table.insert(position + 1, f"{metric} Δ", table[metric] - ref[metric])
+            table[f"{metric}{PAPER}"] = ref[metric]
+            table[f"{metric}{DELTA}"] = table[metric] - ref[metric]
+            columns += [f"{metric}{PAPER}", f"{metric}{DELTA}"]
+    columns += list(COST) + list(COUNTS) + ["n_categories", "total_categories", "note"]
+    table = table[columns].copy()
+    for column in INTEGER:
+        table[column] = _integers(table[column])
     return table
+
+
+def _ours(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The metrics rows with every column the table reads (optional ones filled), in percent."""
+    ours = metrics.copy()
+    defaults: dict[str, object] = {"protocol": UNIFIED, "note": "", **dict.fromkeys(COUNTS)}
+    for column, value in defaults.items():
+        if column not in ours.columns:
+            ours[column] = value
+    ours["protocol"] = ours["protocol"].fillna(UNIFIED)
+    ours["note"] = ours["note"].fillna("")
+    for metric in QUALITY:
+        ours[metric] = ours[metric] * 100.0
+        source = f"{metric}_protocol"
+        ours[f"{metric}{PROTOCOL}"] = (ours[source] * 100.0 if source in ours.columns
+                                       else np.nan)
+        # Under the unified protocol there is nothing beside ours to show.
+        ours.loc[ours["protocol"] == UNIFIED, f"{metric}{PROTOCOL}"] = np.nan
+    for column in COST + COUNTS:
+        ours[column] = pd.to_numeric(ours[column], errors="coerce")
+    ours["n_categories"] = np.nan
+    ours["total_categories"] = np.nan
+    return ours
+
+
+def _mean_row(method: str, dataset: str, group: pd.DataFrame,
+              categories: Mapping[str, Sequence[str]] | None) -> dict[str, object]:
+    quality = [m for q in QUALITY for m in (q, f"{q}{PROTOCOL}")]
+    row: dict[str, object] = {"method": method, "dataset": dataset, "category": MEAN}
+    row["protocol"] = "/".join(dict.fromkeys(group["protocol"]))
+    # A mean over fewer categories than the others would not compare: n/a if any is.
+    row.update(group[quality].mean(skipna=False).to_dict())
+    row.update(group[["latency_ms", "train_s"]].mean().to_dict())
+    row.update(group[["nfe", "params"]].mean().round().to_dict())
+    row.update(group[list(COUNTS)].sum(min_count=len(group)).to_dict())
+    row["n_categories"] = group["category"].nunique()
+    total = len(categories[dataset]) if categories and dataset in categories else np.nan
+    row["total_categories"] = total
+    notes = dict.fromkeys(n for n in group["note"] if n)
+    if len(notes) == 1 and group["note"].all():
+        row["note"] = next(iter(notes))  # the same reason for every category
+    elif notes:
+        noted = ", ".join(group.loc[group["note"] != "", "category"])
+        row["note"] = f"mean n/a: n/a in {noted}"
+    else:
+        row["note"] = ""
+    return row
+
+
+def _integers(values: pd.Series) -> pd.Series:
+    """Counts as nullable integers: written 3, not 3.0, and empty where unknown."""
+    return pd.to_numeric(values, errors="coerce").round().astype("Int64")
 
 
 def _reference_lookup(
@@ -120,7 +206,10 @@ def _reference_lookup(
     for i, row in table.iterrows():
         name = reference_names.get(row["method"], row["method"])
         for metric in QUALITY:
-            value = published.get((name, row["dataset"], row["category"], metric))
+            key = (name, row["dataset"], row["category"], metric)
+            # The paper's mean covers all its categories; a partial mean compares
+            # only with the paper's values over the same categories.
+            value = None if is_partial_mean(row) else published.get(key)
             if value is None and row["category"] == MEAN:
                 value = _mean_of_categories(table, published, name, row, metric)
             out.loc[i, metric] = np.nan if value is None else value
@@ -137,104 +226,30 @@ def _mean_of_categories(table, published, name, row, metric) -> float | None:
     return float(np.mean(values))
 
 
-def format_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Strings as printed: one decimal for percent, 'n/a' for unavailable metrics."""
-    out = table.copy().astype(object)
-    for column in table.columns:
-        if column in KEYS:
-            continue
-        values = table[column]
-        if column.endswith(" Δ"):
-            out[column] = [_fmt(v, "{:+.1f}", "") for v in values]
-        elif column.endswith(" paper"):
-            out[column] = [_fmt(v, "{:.1f}", "") for v in values]
-        elif column in QUALITY:
-            out[column] = [_fmt(v, "{:.1f}", "n/a") for v in values]
-        elif column == "params":
-            out[column] = [_fmt(v / 1e6, "{:.2f}M", "") for v in values]
-        elif column == "nfe":
-            out[column] = [_fmt(v, "{:.0f}", "") for v in values]
-        else:
-            out[column] = [_fmt(v, "{:.1f}", "") for v in values]
-    return out
+def write_tables(
+    table: pd.DataFrame, md: str, csv: str, tex: str, title: str,
+    grids: Mapping[str, Mapping[str, Mapping[str, object]]] | None = None,
+    html: str | None = None, columns: Sequence[str] | None = None,
+) -> None:
+    """Markdown, LaTeX and HTML as papers print them; CSV with full precision for analysis.
 
-
-def _fmt(value: float, pattern: str, missing: str) -> str:
-    return missing if value is None or pd.isna(value) else pattern.format(value)
-
-
-def grid_views(
-    table: pd.DataFrame, grids: Mapping[str, Mapping[str, Mapping[str, object]]],
-    metric: str = "i_auroc",
-) -> str:
-    """Each method grid as the papers lay it out: the dataset mean of ``metric``, one
-    column per value of the first varied parameter and one row per value of the
-    second (a single row for one-parameter grids). Cells: ours (paper, Δ); "–" marks
-    points the method leaves out.
+    ``columns`` chooses the quality metrics of the Markdown, LaTeX and HTML
+    views (default: I-AUROC, P-AUROC, AUPRO); the CSV has them all. With
+    ``grids``, the Markdown and HTML also show each method grid in the
+    paper's layout. ``title`` names the table (its LaTeX label is
+    ``tab:<title>``).
     """
-    means = table[table["category"] == MEAN]
-    sections = []
-    for grid, points in grids.items():
-        if not points:
-            continue
-        keys = list(next(iter(points.values())))
-        for dataset in means["dataset"].unique():
-            rows = means[means["dataset"] == dataset].set_index("method")
-            cells: dict[tuple, str] = {}
-            for name, point in points.items():
-                if name not in rows.index:
-                    continue
-                ours, paper = rows.loc[name, metric], rows.get(f"{metric} paper")
-                paper = None if paper is None else paper.get(name)
-                text = _fmt(ours, "{:.1f}", "n/a")
-                if paper is not None and not pd.isna(paper):
-                    text += f" ({paper:.1f}, {ours - paper:+.1f})"
-                cells[tuple(point[k] for k in keys)] = text
-            if not cells:
-                continue
-            columns = list(dict.fromkeys(c[0] for c in cells))
-            if len(keys) == 1:
-                view = pd.DataFrame([[cells.get((c,), "–") for c in columns]],
-                                    index=[grid], columns=columns)
-            else:
-                index = list(dict.fromkeys(c[1] for c in cells))
-                view = pd.DataFrame([[cells.get((c, r), "–") for c in columns] for r in index],
-                                    index=index, columns=columns)
-            view.columns = [f"{keys[0]}={c}" for c in view.columns]
-            view.index.name = grid if len(keys) == 1 else f"{grid}: {keys[1]}"
-            sections.append(f"## {grid} on {dataset}: mean {metric} (%), ours (paper, Δ)\n\n"
-                            + view.to_markdown(disable_numparse=True) + "\n")
-    return "\n".join(sections)
-
-
-def write_tables(table: pd.DataFrame, md: str, csv: str, tex: str, title: str,
-                 grids: Mapping[str, Mapping[str, Mapping[str, object]]] | None = None) -> None:
-    """Markdown and LaTeX formatted for papers; CSV with full precision for analysis.
-
-    With ``grids``, the Markdown also shows each method grid in the paper's layout.
-    """
-    shown = format_table(table)
+    layout = Layout.of(table, title, columns)
     with atomic_path(md) as tmp:
-        # disable_numparse: tabulate would re-parse "97.0" and print "97".
-        markdown = shown.to_markdown(index=False, disable_numparse=True)
-        views = grid_views(table, grids) if grids else ""
-        tmp.write_text(f"# {title}\n\nMetrics in %; Δ = ours − paper; n/a = unavailable "
-                       f"(no ground-truth masks).\n\n{markdown}\n"
-                       + (f"\n{views}" if views else ""))
+        tmp.write_text(markdown_page(layout, grids), encoding="utf-8")
     with atomic_path(csv) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(tex) as tmp:
-        tmp.write_text(_latex(shown, title))
+        tmp.write_text(latex_tables(layout), encoding="utf-8")
+    if html is not None:
+        with atomic_path(html) as tmp:
+            tmp.write_text(html_page(layout, grids), encoding="utf-8")
 
 
-def _latex(shown: pd.DataFrame, title: str) -> str:
-    escaped = shown.rename(columns=lambda c: c.replace("_", r"\_").replace("Δ", r"$\Delta$"))
-    escaped = escaped.map(lambda v: str(v).replace("_", r"\_"))
-    body = escaped.to_latex(index=False, escape=False, column_format="lll" + "r" * (
-        len(shown.columns) - 3))
-    return f"% {title}: metrics in %, Δ = ours - paper\n" + body
-
-
-
-__all__: Sequence[str] = ["build_table", "format_table", "read_metrics", "read_reference",
+__all__: Sequence[str] = ["best_of", "build_table", "read_metrics", "read_reference",
                           "write_tables"]
