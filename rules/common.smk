@@ -172,7 +172,9 @@ def get_manifests(wildcards):
         wildcards.method, wildcards.dataset, wildcards.category
     )
     return {
-        "manifests": [f"results/data/{wildcards.dataset}/{c}.parquet" for c in categories]
+        "manifests": [
+            f"results/data/{wildcards.dataset}/{c}.parquet" for c in categories
+        ]
     }
 
 

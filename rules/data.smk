@@ -6,11 +6,11 @@ rule download:
         "results/data/{dataset}/download.json",
     log:
         "logs/data/{dataset}_download.log",
-    params:
-        dataset=lambda wildcards: DATASETS[wildcards.dataset],
     localrule: True
     conda:
         "../envs/data.yaml"
+    params:
+        dataset=lambda wildcards: DATASETS[wildcards.dataset],
     script:
         "../workflow/scripts/download.py"
 
@@ -22,10 +22,10 @@ rule manifest:
         "results/data/{dataset}/{category}.parquet",
     log:
         "logs/data/{dataset}/{category}.log",
-    params:
-        dataset=lambda wildcards: DATASETS[wildcards.dataset],
     localrule: True
     conda:
         "../envs/data.yaml"
+    params:
+        dataset=lambda wildcards: DATASETS[wildcards.dataset],
     script:
         "../workflow/scripts/build_manifest.py"

@@ -8,17 +8,17 @@ rule evaluate:
         "results/metrics/{method}/{dataset}/{category}.parquet",
     log:
         "logs/evaluate/{method}/{dataset}/{category}.log",
-    params:
-        method=get_method,
-        image_size=get_image_size,
     group:
         "score"
+    conda:
+        "../envs/data.yaml"
     threads: get_resource("evaluate", "cpus_per_task")
     resources:
         mem_mb=get_resource("evaluate", "mem_mb"),
         runtime=get_resource("evaluate", "runtime"),
         cpus_per_task=get_resource("evaluate", "cpus_per_task"),
-    conda:
-        "../envs/data.yaml"
+    params:
+        method=get_method,
+        image_size=get_image_size,
     script:
         "../workflow/scripts/evaluate.py"

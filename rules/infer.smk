@@ -10,15 +10,11 @@ rule infer:
         train_scores="results/scores/{method}/{dataset}/train/{category}.parquet",
     log:
         "logs/infer/{method}/{dataset}/{category}.log",
-    params:
-        method=get_inference_params,
-        train_scores=lambda wildcards: METHOD_SET.train_scores[wildcards.method],
-        artefacts=get_artefacts,
-        image_size=get_image_size,
-        seed=RUNTIME["seed"],
     # One cluster job scores a category, computes its metrics and draws its heatmaps.
     group:
         "score"
+    conda:
+        "../envs/torch.yaml"
     threads: get_resource("infer", "cpus_per_task")
     resources:
         mem_mb=get_resource("infer", "mem_mb"),
@@ -26,7 +22,11 @@ rule infer:
         cpus_per_task=get_resource("infer", "cpus_per_task"),
         gpu=get_resource("infer", "gpu"),
         gpu_model=get_resource("infer", "gpu_model"),
-    conda:
-        "../envs/torch.yaml"
+    params:
+        method=get_inference_params,
+        train_scores=lambda wildcards: METHOD_SET.train_scores[wildcards.method],
+        artefacts=get_artefacts,
+        image_size=get_image_size,
+        seed=RUNTIME["seed"],
     script:
         "../workflow/scripts/infer.py"

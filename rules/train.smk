@@ -9,11 +9,8 @@ rule train:
         loss="results/models/{method}/{dataset}/{category}/loss.parquet",
     log:
         "logs/train/{method}/{dataset}/{category}.log",
-    params:
-        method=get_training_params,
-        artefacts=get_artefacts,
-        image_size=get_image_size,
-        seed=RUNTIME["seed"],
+    conda:
+        "../envs/torch.yaml"
     threads: get_resource("train", "cpus_per_task")
     resources:
         mem_mb=get_resource("train", "mem_mb"),
@@ -21,7 +18,10 @@ rule train:
         cpus_per_task=get_resource("train", "cpus_per_task"),
         gpu=get_resource("train", "gpu"),
         gpu_model=get_resource("train", "gpu_model"),
-    conda:
-        "../envs/torch.yaml"
+    params:
+        method=get_training_params,
+        artefacts=get_artefacts,
+        image_size=get_image_size,
+        seed=RUNTIME["seed"],
     script:
         "../workflow/scripts/train.py"

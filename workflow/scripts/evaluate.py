@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
+from diffad.evaluation import evaluate
 from diffad.io import write_parquet
 from diffad.logs import job_header, log_to
-from diffad.evaluation import evaluate
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0], job_header(sm.rule, dict(sm.wildcards))):

@@ -1,8 +1,8 @@
 """Rule `heatmaps`: example input / ground truth / anomaly map panels of a variant."""
 
+from diffad.evaluation import apply_score_tier
 from diffad.logs import job_header, log_to
 from diffad.report.figures import plot_heatmaps
-from diffad.evaluation import apply_score_tier
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
 with log_to(sm.log[0], job_header(sm.rule, dict(sm.wildcards))) as log:
