@@ -21,25 +21,14 @@ shared machine, look at the spread, not one number.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-import diffad
-
-try:
-    from diffad.methods.patchcore.coreset import greedy_coreset
-except ImportError:  # while methods/patchcore.py is not yet the package holding coreset.py
-    _path = Path(diffad.__file__).parent / "methods" / "patchcore" / "coreset.py"
-    _spec = importlib.util.spec_from_file_location("diffad_patchcore_coreset", _path)
-    _module = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_module)
-    greedy_coreset = _module.greedy_coreset
+from diffad.methods.patchcore.coreset import greedy_coreset
 
 
 def old_coreset(features: torch.Tensor, ratio: float, projection_dim: int, seed: int,

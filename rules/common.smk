@@ -159,6 +159,19 @@ def get_evaluate_inputs(wildcards):
     return {**get_outputs(wildcards), "model": get_model(wildcards)}
 
 
+def get_dataset_params(wildcards):
+    """The dataset entry as a category's manifest sees it: without the category list
+    and the job resources, so that adding a category never reruns another's manifest."""
+    entry = {
+        k: v
+        for k, v in DATASETS[wildcards.dataset].items()
+        if k not in ("categories", "resources")
+    }
+    if "category" in wildcards.keys():
+        entry["categories"] = [wildcards.category]
+    return entry
+
+
 def get_download(wildcards):
     """The dataset's download marker, where the config asks for a download."""
     if DATASETS[wildcards.dataset].get("download"):

@@ -10,7 +10,7 @@ rule download:
     conda:
         "../envs/data.yaml"
     params:
-        dataset=lambda wildcards: DATASETS[wildcards.dataset],
+        dataset=get_dataset_params,
     script:
         "../workflow/scripts/download.py"
 
@@ -26,6 +26,6 @@ rule manifest:
     conda:
         "../envs/data.yaml"
     params:
-        dataset=lambda wildcards: DATASETS[wildcards.dataset],
+        dataset=get_dataset_params,
     script:
         "../workflow/scripts/build_manifest.py"

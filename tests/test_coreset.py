@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 import torch
 from tqdm.auto import tqdm
 
-import diffad
-
-try:
-    from diffad.methods.patchcore import coreset
-except ImportError:  # while methods/patchcore.py is not yet the package holding coreset.py
-    _path = Path(diffad.__file__).parent / "methods" / "patchcore" / "coreset.py"
-    _spec = importlib.util.spec_from_file_location("diffad_patchcore_coreset", _path)
-    coreset = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(coreset)
-
-greedy_coreset = coreset.greedy_coreset
+from diffad.methods.patchcore import coreset
+from diffad.methods.patchcore.coreset import greedy_coreset
 
 
 def reference_coreset(
     features: torch.Tensor, ratio: float, projection_dim: int, seed: int
 ) -> torch.Tensor:
-    """The implementation in methods/patchcore.py before coreset.py, verbatim."""
+    """``greedy_coreset`` as methods/patchcore.py had it before coreset.py, verbatim."""
     n, dim = features.shape
     k = max(1, min(n, math.ceil(n * ratio)))
     if k == n:

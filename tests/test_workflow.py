@@ -276,15 +276,62 @@ def test_failed_category_leaves_other_categories_intact(tmp_path, weights_root):
     broken = manifest[(manifest["category"] == "tiles") & (manifest["split"] == "train")]
     path = tmp_path / broken["image_path"].iloc[0]
     path.write_bytes(path.read_bytes()[:100])
-    result = snakemake(tmp_path, "--keep-going", check=False)
+    targets = [f"results/metrics/{m}/synthetic/{c}.parquet" for m in ("patchcore_a", "patchcore_b")
+               for c in ("tiles", "widget")]
+    result = snakemake(tmp_path, "--keep-going", *targets, check=False)
     assert result.returncode != 0
     log = (tmp_path / "logs/train/patchcore_a/synthetic/tiles.log").read_text()
+    # The job names the changed file and the command that rebuilds its category.
     assert str(broken["image_path"].iloc[0]) in log
+    assert "snakemake --forcerun results/data/synthetic/tiles.parquet" in log
     for method in ("patchcore_a", "patchcore_b"):
         metrics = pd.read_parquet(tmp_path / f"results/metrics/{method}/synthetic/widget.parquet")
         assert metrics["i_auroc"].notna().all()
         assert not (tmp_path / f"results/models/{method}/synthetic/tiles/metadata.json").exists()
-    assert not (tmp_path / "results/tables/small.md").exists()
+    # Rebuilding the manifest as told finds the truncated file itself, naming it.
+    rebuilt = snakemake(tmp_path, "--forcerun", "results/data/synthetic/tiles.parquet",
+                        "results/data/synthetic/tiles.parquet", check=False)
+    assert rebuilt.returncode != 0
+    assert str(broken["image_path"].iloc[0]) in (tmp_path / "logs/data/synthetic/tiles.log"
+                                                 ).read_text()
+
+
+def patchcore_only(weights_root: Path, categories: list[str]) -> dict:
+    config = small_config(weights_root)
+    config["methods"] = {"patchcore_a": config["methods"]["patchcore_a"]}
+    config["method_grids"] = {}
+    config["datasets"]["synthetic"]["categories"] = categories
+    return config
+
+
+def test_adding_a_category_builds_only_that_category(tmp_path, weights_root):
+    write_config(tmp_path, patchcore_only(weights_root, ["tiles"]))
+    snakemake(tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*")
+              if p.is_file() and ("tiles" in p.name or "/tiles/" in str(p))}
+    assert any("models" in str(p) for p in before)
+    write_config(tmp_path, patchcore_only(weights_root, ["tiles", "widget"]))
+    planned = planned_jobs(snakemake(tmp_path, "--dry-run").stdout)
+    assert {(rule, w) for rule, w in planned if "category=tiles" in w} == set()
+    assert ("train", "method=patchcore_a, dataset=synthetic, category=widget") in planned
+    snakemake(tmp_path)
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert after == before  # not one file of the existing category was rewritten
+    assert (tmp_path / "results/metrics/patchcore_a/synthetic/widget.parquet").exists()
+    assert "widget" in (tmp_path / "results/tables/small.md").read_text()
+
+
+def test_a_category_folder_with_a_space_fails_at_dag_build(tmp_path, weights_root, make_mvtec):
+    make_mvtec(tmp_path / "data", "good_one")
+    make_mvtec(tmp_path / "data", "cat B")
+    config = patchcore_only(weights_root, ["tiles"])
+    config["datasets"] = {"folder": {"kind": "folder", "root": str(tmp_path / "data"),
+                                     "image_size": 64}}
+    write_config(tmp_path, config)
+    result = snakemake(tmp_path, "--dry-run", check=False)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert str(tmp_path / "data" / "cat B") in out and "letters, digits" in out
 
 
 @pytest.mark.parametrize(
@@ -296,8 +343,15 @@ def test_failed_category_leaves_other_categories_intact(tmp_path, weights_root):
          "methods.patchcore_a.coreset_ratio"),
         (lambda c: c["datasets"]["synthetic"].update(kind="nope"), "datasets.synthetic"),
         (lambda c: c.update(unknown_key=1), "unknown_key"),
+        (lambda c: c["methods"]["patchcore_a"].update(coreset_ratio=-0.5),
+         "methods.patchcore_a.coreset_ratio: must be > 0, got -0.5"),
+        (lambda c: c["methods"]["patchcore_a"].update(layers=[9]), "methods.patchcore_a.layers"),
+        (lambda c: c["methods"]["li"].update(epochs=0), "methods.li.epochs: must be >= 1"),
+        (lambda c: c["methods"]["patchcore_a"].update(backbone="resnet_9000"),
+         "methods.patchcore_a.backbone"),
     ],
-    ids=["schema-type", "method-kind", "method-param", "dataset-kind", "schema-extra-key"],
+    ids=["schema-type", "method-kind", "method-param", "dataset-kind", "schema-extra-key",
+         "coreset-range", "layer-index", "epochs-zero", "unknown-backbone"],
 )
 def test_bad_config_fails_at_dag_build_naming_the_key(tmp_path, weights_root, mutate, message):
     config = small_config(weights_root)

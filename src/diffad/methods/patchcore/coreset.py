@@ -21,12 +21,13 @@ the train features stay in the memory bank.
 Why the update is written this way
 ----------------------------------
 Step 4 as written reads the whole n x d projected bank every step: 16,384 steps
-over 84 MB (163,840 x 128 float32, 160 images at 256 px). That is memory-bound:
-~18 steps/s, 15 min on 2 cores. A fused ``|a|^2 - 2 a.b + |b|^2`` update
-(``addmv``) still reads 84 MB a step, and it rounds differently from
-``((a - b) ** 2).sum()``, so a near tie can choose another row. Here the
-selection is the textbook one, bit for bit, while most of the bank is read a
-few times per *block* of steps instead of every step:
+over 84 MB (163,840 x 128 float32, 160 images at 256 px), plus an argmax over
+all n rows. That is memory-bound: 10 to 18 steps/s on 2 cores, 15 to 30 min. A
+fused ``|a|^2 - 2 a.b + |b|^2`` update (``addmv``) still reads 84 MB a step, and
+it rounds differently from ``((a - b) ** 2).sum()``, so a near tie can choose
+another row. Here the selection is the textbook one, bit for bit, but a step
+touches only a few hundred rows, and the rest of the bank is brought up to date
+by matrix products over a block of steps at a time:
 
 a. Active set. Only the largest ``min_dist`` matters. The ``ACTIVE`` rows with
    the largest ``min_dist`` form A; every other row's value is at most T, the
@@ -44,13 +45,13 @@ b. Block update. The centres chosen since a row was last updated are applied to
    ``min_dist``; those few are recomputed with the textbook expression and
    min-reduced into ``min_dist``. So ``min_dist`` holds textbook values only.
 c. Lazy rows. A row far below the top cannot be chosen soon: its ``min_dist``
-   (over the centres applied to it, an upper bound of the current value) is left
-   as is until it reaches ``level``, which follows the top down (``LEVEL`` times
-   the 2 x ACTIVE-th largest value); a row is caught up centre by centre block
-   only until it falls below the level. Before each block, every row at or above
-   the level is caught up, so A holds current values and T is an upper bound. On
-   163,840 random rows this skips 2/3 of the row-centre pairs; on clustered
-   features, more.
+   (over the centres applied to it so far, an upper bound of the current value)
+   is left as is until ``level`` comes down to it; the level follows the top
+   (``LEVEL`` times the 2 x ACTIVE-th largest value). A row being caught up
+   takes the centres in order, a chunk at a time, and stops as soon as it falls
+   below the level. Before each block every row at or above the level is caught
+   up, so A holds current values and T is an upper bound. On 163,840 random
+   rows this skips 2/3 of the row-centre pairs; on clustered features, more.
 
 Each decision thus compares the same numbers as the textbook loop. This rests
 on two facts: the textbook expression gives the same bits on a gathered subset
