@@ -7,6 +7,7 @@ from snakemake.utils import validate
 from diffad.data import CATEGORY_PATTERN, dataset_categories
 from diffad.methods import (
     ALL_CATEGORIES,
+    for_category,
     kind_of,
     load_plugins,
     method_set,
@@ -27,7 +28,6 @@ TRAINED_BY = METHOD_SET.trained_by
 INFERRED_BY = METHOD_SET.inferred_by
 PARAMS = {name: params_of(resolved) for name, resolved in METHODS.items()}
 KINDS = {name: kind_of(resolved) for name, resolved in METHODS.items()}
-REQUIREMENTS = {name: KINDS[name].requirements(PARAMS[name]) for name in METHODS}
 DATASETS = config["datasets"]
 RUNTIME = config["runtime"]
 WEIGHTS = RUNTIME["weights_dir"]
@@ -99,26 +99,32 @@ def get_image_size(wildcards):
     return DATASETS[wildcards.dataset]["image_size"]
 
 
+def variant(wildcards):
+    """The variant as its jobs for this category see it (`per_category` applied)."""
+    return for_category(METHODS[wildcards.method], wildcards.category)
+
+
 def get_method(wildcards):
     """Every parameter of the variant (evaluate and heatmaps apply its score tier)."""
-    return tier_values(METHODS[wildcards.method])
+    return tier_values(variant(wildcards))
 
 
 def get_training_params(wildcards):
     # Only what shapes the model: changing an infer or score setting must not retrain.
-    return tier_values(METHODS[wildcards.method], "train")
+    return tier_values(variant(wildcards), "train")
 
 
 def get_inference_params(wildcards):
     # What the network is asked: changing a score setting must not rerun inference.
-    return tier_values(METHODS[wildcards.method], "train", "infer")
+    return tier_values(variant(wildcards), "train", "infer")
+
+
+def requirements(wildcards):
+    return KINDS[wildcards.method].requirements(params_of(variant(wildcards)))
 
 
 def get_weights(wildcards):
-    return [
-        f"{WEIGHTS}/{name}/source.json"
-        for name in REQUIREMENTS[wildcards.method].weights
-    ]
+    return [f"{WEIGHTS}/{name}/source.json" for name in requirements(wildcards).weights]
 
 
 def get_artefacts(wildcards):
@@ -127,7 +133,7 @@ def get_artefacts(wildcards):
         wildcards.method, wildcards.dataset, wildcards.category
     )
     out = {}
-    for artefact in REQUIREMENTS[wildcards.method].artefacts:
+    for artefact in requirements(wildcards).artefacts:
         template = ARTEFACT_PATHS[artefact.stage]
         out.setdefault(artefact.stage, {})[artefact.name] = [
             template.format(name=artefact.name, dataset=wildcards.dataset, category=c)

@@ -364,21 +364,24 @@ def test_bad_config_fails_at_dag_build_naming_the_key(tmp_path, weights_root, mu
 
 
 @pytest.mark.parametrize(
-    ("experiment", "variants", "inferences", "train_jobs"),
-    # latent_inversion: 50 variants (2 + 3 + 6 + 6 + 6 + 27 reconstruction points)
-    # share one model per category of MVTec AD (15) and VisA (12), and one
-    # inference per distinct (S, mode, start): S in {2, 3, 4, 5, 10, 50, 100, 1000}
-    # plus the 27 reconstruction points.
-    [("patchcore", 2, 1, 15 + 12 + 6), ("latent_inversion", 50, 8 + 27, 15 + 12)],
+    ("experiment", "categories", "models", "inferences", "variants"),
+    # Per category: the variants, the models they share (train jobs) and the
+    # inferences they share. latent_inversion: 50 variants (2 + 3 + 6 + 6 + 6 + 27
+    # reconstruction points) share one model and one inference per distinct
+    # (S, mode, start): S in {2, 3, 4, 5, 10, 50, 100, 1000} plus the 27
+    # reconstruction points. esm: sgm's model and esm's, shared by esm_sigma and
+    # the Table 5 ablations (score settings of esm_sigma).
+    [("patchcore", 15 + 12 + 6, 1, 1, 2), ("latent_inversion", 15 + 12, 1, 8 + 27, 50),
+     ("esm", 15 + 12 + 6, 2, 3, 6)],
 )
-def test_reproduction_config_dry_runs_the_full_dag(tmp_path, experiment, variants, inferences,
-                                                   train_jobs):
+def test_reproduction_config_dry_runs_the_full_dag(tmp_path, experiment, categories, models,
+                                                   inferences, variants):
     result = snakemake(tmp_path, "--dry-run", "--configfile",
                        str(REPO / f"config/experiments/{experiment}.yaml"))
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
-    assert int(counts["train"]) == train_jobs
-    assert int(counts["infer"]) == inferences * train_jobs
-    assert int(counts["evaluate"]) == variants * train_jobs
+    assert int(counts["train"]) == models * categories
+    assert int(counts["infer"]) == inferences * categories
+    assert int(counts["evaluate"]) == variants * categories
     assert int(counts["build_tables"]) == 1
 
 

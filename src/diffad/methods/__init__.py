@@ -8,7 +8,7 @@ its import below, or one module of your own listed under the config's
 ``plugins:``.
 """
 
-from diffad.methods import latent_inversion, patchcore  # noqa: F401  (register the kinds)
+from diffad.methods import esm, latent_inversion, patchcore  # noqa: F401  (register the kinds)
 from diffad.methods.base import (
     ALL_CATEGORIES,
     AnomalyModel,
@@ -24,6 +24,7 @@ from diffad.methods.params import MethodParams, infer, score, train
 from diffad.methods.registry import (
     MethodSet,
     expand_method_grids,
+    for_category,
     grid_points,
     kind_of,
     load_plugins,
@@ -39,7 +40,7 @@ from diffad.methods.registry import (
 __all__ = [
     "ALL_CATEGORIES", "AnomalyModel", "Artefact", "Artefacts", "MethodKind", "MethodParams",
     "MethodSet", "Prediction", "Requirements", "Scored", "build_model", "expand_method_grids",
-    "grid_points", "infer", "kind_of", "load_model", "load_plugins", "method_kind",
+    "for_category", "grid_points", "infer", "kind_of", "load_model", "load_plugins", "method_kind",
     "method_kinds", "method_set", "params_of", "register_method", "resolve_method", "score",
     "tier_values", "train",
 ]

@@ -9,6 +9,10 @@ a bad key named). Keys every variant accepts besides its kind's parameters:
 ``reference``
     the method name under which ``config/reference/*.csv`` lists published
     numbers for this variant (default: the variant's own name)
+``per_category``
+    ``{<category>: {<parameter>: <value>}}``: infer or score settings that
+    differ by category (paper 002's T_d per class). A category's jobs see
+    the variant's parameters with its overrides (:func:`for_category`).
 
 :func:`method_set` resolves a whole config: the variants of ``methods`` and
 of ``method_grids``, which variant's model and inference each one reuses
@@ -37,7 +41,7 @@ from diffad.methods.params import MethodParams, parse_params
 _REGISTRY: dict[str, type[MethodKind]] = {}
 _PLUGIN_OF: dict[str, str] = {}  # kind -> the plugin that registered it
 _LOADING: list[str] = []  # the plugin being imported, while it is
-COMMON_KEYS = ("kind", "reference", "plugin")
+COMMON_KEYS = ("kind", "reference", "plugin", "per_category")
 
 
 def register_method(cls: type[MethodKind]) -> type[MethodKind]:
@@ -107,12 +111,45 @@ def resolve_method(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(cfg, dict) or "kind" not in cfg:
         raise ConfigError(f"{where}: needs a 'kind' (one of {method_kinds()})")
     cls = method_kind(cfg["kind"], where)
-    params = parse_params(cls.Params, {k: v for k, v in cfg.items() if k not in COMMON_KEYS},
-                          where)
+    values = {k: v for k, v in cfg.items() if k not in COMMON_KEYS}
+    params = parse_params(cls.Params, values, where)
     resolved = {"kind": cls.kind, "reference": cfg.get("reference", name), **params.values()}
     if cls.kind in _PLUGIN_OF:
         resolved["plugin"] = _PLUGIN_OF[cls.kind]
+    overrides = _per_category(cls, values, cfg.get("per_category"), where)
+    if overrides:
+        resolved["per_category"] = overrides
     return resolved
+
+
+def _per_category(cls: type[MethodKind], values: dict[str, Any], overrides: Any,
+                  where: str) -> dict[str, dict[str, Any]]:
+    """Validated ``per_category`` overrides: infer and score settings only, each
+    category's full set of parameters valid."""
+    if overrides is None:
+        return {}
+    where = f"{where}.per_category"
+    if not isinstance(overrides, dict) or not all(isinstance(v, dict)
+                                                  for v in overrides.values()):
+        raise ConfigError(f"{where}: expected {{category: {{parameter: value}}}}, "
+                          f"got {overrides!r}")
+    out = {}
+    for category, override in overrides.items():
+        shared = [k for k in override if k in cls.Params.model_fields
+                  and cls.Params.tier_of(k) == "train"]
+        if shared:
+            raise ConfigError(f"{where}.{category}: {shared} shape the trained model and "
+                              "cannot differ by category; make a variant instead")
+        params = parse_params(cls.Params, {**values, **override}, f"{where}.{category}")
+        out[str(category)] = {k: params.values()[k] for k in override}
+    return out
+
+
+def for_category(resolved: dict[str, Any], category: str) -> dict[str, Any]:
+    """A resolved variant as the jobs of ``category`` see it: its overrides applied."""
+    out = {k: v for k, v in resolved.items() if k != "per_category"}
+    out.update(resolved.get("per_category", {}).get(category, {}))
+    return out
 
 
 def params_of(resolved: dict[str, Any]) -> MethodParams:
@@ -122,10 +159,18 @@ def params_of(resolved: dict[str, Any]) -> MethodParams:
 
 
 def tier_values(resolved: dict[str, Any], *tiers: str) -> dict[str, Any]:
-    """The kind and the parameters of ``tiers`` of a resolved variant (a job's params)."""
-    out = {"kind": resolved["kind"], **params_of(resolved).values(*tiers)}
+    """The kind and the parameters of ``tiers`` of a resolved variant (a job's params),
+    with its ``per_category`` overrides of those tiers."""
+    params = params_of(resolved)
+    out = {"kind": resolved["kind"], **params.values(*tiers)}
     if resolved.get("plugin"):
         out["plugin"] = resolved["plugin"]
+    names = set(type(params).names(*tiers)) if tiers else set(type(params).model_fields)
+    overrides = {category: {k: v for k, v in override.items() if k in names}
+                 for category, override in resolved.get("per_category", {}).items()}
+    overrides = {category: o for category, o in overrides.items() if o}
+    if overrides:
+        out["per_category"] = overrides
     return out
 
 

@@ -1,0 +1,168 @@
+"""Explicit score matching with a dual-stream diffusion model (paper 002, "ESM").
+
+Pixel-space diffusion for reconstruction-based anomaly detection, per
+(dataset, category), 256 x 256 in the paper. Two copies of one diffusers
+``UNet2DModel`` form the dual-stream network (Sec. 3.2): stream 1 predicts the
+noise expectation eps_t, stream 2 the log-variance of X_t, floored at
+``variance_floor`` = 0.01 (Sec. 4.2). The networks are in :mod:`.model`.
+
+Training (Sec. 3.3), ``objective``:
+
+``mle``
+    Eq. 10, the Gaussian negative log-likelihood of X_t:
+    (1 - abar_t)(eps - eps_t)^2 / sigma_t^2 + log sigma_t^2 (both streams);
+``dsm``
+    the usual epsilon MSE, stream 1 only: the SGM baseline.
+
+Denoising from T_d (``t_d``, per category: appendix Tables 6-8), ``sampler``:
+
+``sgm``
+    probability-flow sampling (DDIM, eta = 0, every timestep): T_d evaluations;
+``esm``
+    Eq. 5 with the explicit score of Eq. 3, -(x - mu_t) / sigma_t^2, where the
+    deviation x - mu_t is read as sqrt(1 - abar_t) eps_t (the paper leaves mu_t
+    at inference undefined): x_{t-1} = x_t + beta_t (x_t / 2 - sqrt(1 - abar_t)
+    eps_t / sigma_t^2); T_d evaluations;
+``esm_sigma``
+    Eq. 13, beta(t) replaced by the predicted variance: each step evaluates the
+    network at x_t, takes the variance-guided step, re-evaluates the variance
+    at the proposed x_{t-1} and retakes the step with the mean of the two
+    variances ("re-estimated at each step"; the paper's "twice the steps of
+    ESM"): 2 T_d evaluations, every second one of the variance stream alone. The discrete step is Eq. 13 with beta_t sigma^2 /
+    (1 - abar_t) for beta(t) dt, which is the ESM step when sigma^2 = 1 - abar_t.
+
+Detectors (Sec. 3.5), each stored with its map: ``cos`` (1 - cosine
+similarity of multi-layer features of a frozen backbone, DINO ViT-B/8 blocks
+3, 6, 9, 12 as in GLAD), ``re`` (squared error), ``u`` ((x - x_hat)^2 /
+sigma_0^2, UAE) and ``kl`` (KL(N(x, sigma_0^2(x)) || N(x_hat, sigma_0^2(x_hat)))
+per pixel, ADSPR's spatial restoration score with the variances of both images
+at t = 0); the last two need the variance stream (``mle``). Evaluating the
+variances at t = 0 costs 2 more (variance-stream) evaluations. NFE counts
+network evaluations: one per dual-stream call, one per variance-only call.
+
+Score tier: each detector's map normalised over the test split
+(``normalization``), fused S = u S_cos + v S_U + w S_KL + r S_RE (Eq. 14, equal
+weights by default: the paper gives none), image score = mean of the top
+``top_k`` = 250 pixels (Eq. 15).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import field_validator, model_validator
+
+from diffad.methods.base import MethodKind, Requirements, Scored
+from diffad.methods.params import MethodParams, infer, score, train
+from diffad.methods.registry import register_method
+from diffad.scoring.fusion import gaussian_smooth, minmax, top_k_mean, weighted_sum
+from diffad.scoring.outputs import Outputs
+from diffad.weights import check_backbone
+
+DETECTORS = ("cos", "u", "kl", "re")
+
+
+class EsmParams(MethodParams):
+    # Dual-stream network: two copies of this UNet2DModel. The paper copies "the U-net
+    # backbone of SGM" (NCSN++) without its size; this default is NCSN++-like for 256 px.
+    resolution: int = train(256, "side of the images the diffusion model sees", ge=16)
+    block_out_channels: list[int] = train([128, 128, 256, 256, 512, 512], min_length=1)
+    layers_per_block: int = train(2, ge=1)
+    attention_levels: int = train(2, "self-attention in this many lowest-resolution levels",
+                                  ge=0)
+    objective: Literal["mle", "dsm"] = train(
+        "mle", "`mle`: Eq. 10, both streams (ESM); `dsm`: epsilon MSE, one stream (SGM)")
+    variance_floor: float = train(0.01, "lower bound of the predicted variance", gt=0)
+    train_timesteps: int = train(1000, "T", ge=2)
+    beta_start: float = train(1e-4, gt=0, lt=1)
+    beta_end: float = train(0.02, gt=0, lt=1)
+    epochs: int = train(1000, ge=1)
+    batch_size: int = train(8, ge=1)
+    learning_rate: float = train(2e-5, "Adam (Sec. 4.1)", gt=0)
+    grad_accum: int = train(1, ge=1)
+    grad_clip: float | None = train(None, gt=0)
+    ema_decay: float | None = train(None, gt=0, lt=1)
+    checkpoint_every: int = train(500, "optimizer steps between resumable checkpoints", ge=1)
+    # Inference
+    sampler: Literal["sgm", "esm", "esm_sigma"] = infer(
+        "esm", "default: `sgm` for objective `dsm`, `esm` for `mle`")
+    t_d: int = infer(100, "denoising start T_d (per category in the paper: `per_category`)",
+                     ge=1)
+    feature_backbone: str = infer("dino_vitb8", "frozen network of S_cos (a weights source)")
+    feature_layers: list[int] = infer([2, 5, 8, 11], "its blocks / stages (0-based)",
+                                      min_length=1)
+    infer_batch_size: int = infer(8, ge=1)
+    # Score tier (Eqs. 14 and 15)
+    weight_cos: float = score(1.0, "u", ge=0)
+    weight_u: float = score(1.0, "v (needs the variance stream)", ge=0)
+    weight_kl: float = score(1.0, "w (needs the variance stream)", ge=0)
+    weight_re: float = score(1.0, "r", ge=0)
+    normalization: Literal["split", "none"] = score(
+        "split", "each detector's maps min-max scaled over the test split before fusion")
+    top_k: int = score(250, "N_a: image score = mean of the top N_a fused pixels", ge=1)
+    smoothing: float = score(0.0, "Gaussian sigma (pixels) on the fused map", ge=0)
+
+    @field_validator("feature_backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        check_backbone(value)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_sampler(cls, data: Any) -> Any:
+        # The default sampler follows the objective, so that a model's train settings
+        # with the other defaults are always a valid configuration (a train job and a
+        # model folder know the train settings only).
+        if isinstance(data, dict) and "sampler" not in data and data.get("objective") == "dsm":
+            data = {**data, "sampler": "sgm"}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EsmParams:
+        if self.sampler != "sgm" and self.objective != "mle":
+            raise ValueError(f"sampler: {self.sampler} needs the variance stream "
+                             "(objective: mle)")
+        if self.t_d > self.train_timesteps:
+            raise ValueError(f"t_d: {self.t_d} exceeds train_timesteps ({self.train_timesteps})")
+        if self.attention_levels > len(self.block_out_channels):
+            raise ValueError(f"attention_levels: {self.attention_levels} exceeds the "
+                             f"{len(self.block_out_channels)} levels of block_out_channels")
+        if self.beta_start >= self.beta_end:
+            raise ValueError("beta_start must be below beta_end")
+        return self
+
+
+@register_method
+class Esm(MethodKind):
+    kind = "esm"
+    Params = EsmParams
+    model = "diffad.methods.esm.model:EsmModel"
+
+    @classmethod
+    def requirements(cls, params: EsmParams) -> Requirements:
+        return Requirements(weights=(params.feature_backbone,))
+
+    @classmethod
+    def nfe(cls, params: EsmParams) -> int:
+        steps = params.t_d * (2 if params.sampler == "esm_sigma" else 1)
+        return steps + (2 if params.objective == "mle" else 0)
+
+    @classmethod
+    def detectors(cls, params: EsmParams) -> tuple[str, ...]:
+        """``sgm`` has no variance: S_cos and S_RE only."""
+        return DETECTORS if params.objective == "mle" else ("cos", "re")
+
+    @classmethod
+    def score(cls, params: EsmParams, outputs: Outputs) -> Scored:
+        weights = {"cos": params.weight_cos, "u": params.weight_u, "kl": params.weight_kl,
+                   "re": params.weight_re}
+        weights = {name: w for name, w in weights.items() if name in cls.detectors(params)}
+        maps = {name: outputs.map(name) for name, w in weights.items() if w}
+        if params.normalization == "split":
+            maps = {name: minmax(m) for name, m in maps.items()}
+        fused = gaussian_smooth(weighted_sum(maps, weights), params.smoothing)
+        return Scored(top_k_mean(fused, params.top_k), fused)
+
+
+__all__ = ["DETECTORS", "Esm", "EsmParams"]

@@ -1,0 +1,230 @@
+"""Paper 002's networks: the dual-stream UNet, its MLE loss, the three samplers, the detectors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from diffad.data.loader import image_batches
+from diffad.device import autocast
+from diffad.methods.base import AnomalyModel, Artefacts, Prediction
+from diffad.methods.esm import EsmParams
+from diffad.models.feature_similarity import IntermediateFeatures, cosine_distance_map
+from diffad.runtime import Runtime
+from diffad.training import Trainer, TrainerSettings, TrainingSession
+
+#: (x_t, t) -> (eps_t, sigma_t^2); sigma_t^2 is None for a single-stream (DSM) model.
+DualStream = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def build_stream(params: EsmParams):
+    """One stream: a diffusers UNet2DModel on 3-channel images at ``resolution``."""
+    from diffusers import UNet2DModel
+
+    n, k = len(params.block_out_channels), params.attention_levels
+    return UNet2DModel(
+        sample_size=params.resolution, in_channels=3, out_channels=3,
+        block_out_channels=tuple(params.block_out_channels),
+        layers_per_block=params.layers_per_block,
+        down_block_types=("DownBlock2D",) * (n - k) + ("AttnDownBlock2D",) * k,
+        up_block_types=("AttnUpBlock2D",) * k + ("UpBlock2D",) * (n - k),
+        norm_num_groups=min(32, min(params.block_out_channels)),
+    )
+
+
+def mle_loss(noise: torch.Tensor, eps: torch.Tensor, variance: torch.Tensor,
+             alpha_bar: torch.Tensor) -> torch.Tensor:
+    """Eq. 10: (1 - abar_t)(eps_bar - eps_t)^2 / sigma_t^2 + log sigma_t^2, averaged.
+
+    With mu_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps_t this is -2 log N(X_t; mu_t,
+    sigma_t^2) (Eq. 9) without its constant log(2 pi).
+    """
+    a = alpha_bar.view(-1, 1, 1, 1)
+    return ((1 - a) * (noise - eps).pow(2) / variance + variance.log()).mean()
+
+
+class EsmModel(AnomalyModel):
+    def __init__(self, params: EsmParams, runtime: Runtime, artefacts: Artefacts | None = None):
+        super().__init__(params, runtime, artefacts)
+        from diffusers import DDPMScheduler
+
+        self.scheduler = DDPMScheduler(
+            num_train_timesteps=params.train_timesteps, beta_schedule="linear",
+            beta_start=params.beta_start, beta_end=params.beta_end)
+        self.mean_stream = build_stream(params).to(runtime.device)
+        self.variance_stream = (build_stream(params).to(runtime.device)
+                                if params.objective == "mle" else None)
+        self._features: IntermediateFeatures | None = None
+
+    @property
+    def networks(self) -> dict[str, torch.nn.Module]:
+        nets = {"mean_stream": self.mean_stream}
+        if self.variance_stream is not None:
+            nets["variance_stream"] = self.variance_stream
+        return nets
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for net in self.networks.values() for p in net.parameters())
+
+    # ------------------------------------------------------------------ network
+
+    def streams(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """eps_t and sigma_t^2 (floored) of the dual-stream network at (x, t)."""
+        with autocast(self.runtime.device):
+            eps = self.mean_stream(x, t).sample.float()
+            if self.variance_stream is None:
+                return eps, None
+            log_variance = self.variance_stream(x, t).sample.float()
+        return eps, self.params.variance_floor + log_variance.exp()
+
+    def variance(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """sigma_t^2 alone (the variance stream), floored."""
+        with autocast(self.runtime.device):
+            log_variance = self.variance_stream(x, t).sample.float()
+        return self.params.variance_floor + log_variance.exp()
+
+    # ----------------------------------------------------------------- training
+
+    def images(self, rows: pd.DataFrame, desc: str) -> torch.Tensor:
+        """(N, 3, r, r) uint8 images at ``resolution`` (a quarter of float32's memory)."""
+        size = self.params.resolution
+        out = []
+        for batch in image_batches(rows["image_path"].tolist(), self.runtime,
+                                   self.params.batch_size, desc=desc):
+            batch = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True,
+                                  align_corners=False) if batch.shape[-1] != size else batch
+            out.append((batch.clamp(0, 1) * 255).round().to(torch.uint8))
+        return torch.cat(out)
+
+    def fit(self, train: pd.DataFrame, session: TrainingSession) -> pd.DataFrame:
+        p = self.params
+        data = self.images(train, "train images")
+        parameters = [q for net in self.networks.values() for q in net.parameters()]
+        trainer = Trainer(
+            self.networks, torch.optim.Adam(parameters, lr=p.learning_rate),
+            TrainerSettings(epochs=p.epochs, batch_size=p.batch_size, grad_accum=p.grad_accum,
+                            grad_clip=p.grad_clip, ema_decay=p.ema_decay,
+                            checkpoint_every=p.checkpoint_every, seed=self.runtime.seed),
+            self.runtime.device, session, fingerprint=repr(p.values("train")))
+        return trainer.fit(data, self.loss)
+
+    def loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        device = self.runtime.device
+        x0 = batch.float() / 127.5 - 1  # [-1, 1], as DDPM
+        t = torch.randint(0, self.params.train_timesteps, (len(x0),), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator)
+        a = self.scheduler.alphas_cumprod[t]
+        xt = (a.sqrt().view(-1, 1, 1, 1) * x0 + (1 - a).sqrt().view(-1, 1, 1, 1) * noise)
+        eps, variance = self.streams(xt.to(device), t.to(device))
+        if variance is None:
+            return F.mse_loss(eps, noise.to(device))
+        return mle_loss(noise.to(device), eps, variance, a.to(device))
+
+    # ---------------------------------------------------------------- inference
+
+    def _timestep(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        return torch.full((len(x),), max(t, 0), device=x.device, dtype=torch.long)
+
+    @torch.no_grad()
+    def reconstruct(self, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Noise ``x0`` ([-1, 1]) to T_d (index T_d - 1) and denoise with the sampler."""
+        alphas = self.scheduler.alphas_cumprod.to(x0.device)
+        betas = self.scheduler.betas.to(x0.device)
+        start = self.params.t_d - 1
+        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        x = alphas[start].sqrt() * x0 + (1 - alphas[start]).sqrt() * noise
+        for t in range(start, -1, -1):
+            a_t = alphas[t]
+            a_prev = alphas[t - 1] if t > 0 else torch.ones_like(a_t)
+            eps, variance = self.streams(x, self._timestep(x, t))
+            if self.params.sampler == "sgm":
+                # DDIM with eta = 0: the probability-flow ODE of the VP SDE.
+                x0_hat = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+                x = a_prev.sqrt() * x0_hat + (1 - a_prev).sqrt() * eps
+            elif self.params.sampler == "esm":
+                # Eq. 5 with the explicit score of Eq. 3 (x - mu_t = sqrt(1 - abar_t) eps).
+                x = x + betas[t] * (x / 2 - (1 - a_t).sqrt() * eps / variance)
+            else:
+                x = self.variance_guided_step(x, t, eps, variance, betas[t], a_t)
+        return x
+
+    def variance_guided_step(self, x: torch.Tensor, t: int, eps: torch.Tensor,
+                             variance: torch.Tensor, beta: torch.Tensor,
+                             alpha_bar: torch.Tensor) -> torch.Tensor:
+        """Eq. 13 over one step, sigma^2 re-estimated at the proposed x_{t-1}.
+
+        With beta(t) dt = beta_t sigma^2 / (1 - abar_t) the step of Eq. 13,
+        -sigma^2 (x / 2 + score) dt with score = -sqrt(1 - abar_t) eps / sigma^2, is
+        x + beta_t / (1 - abar_t) (sigma^2 x / 2 - sqrt(1 - abar_t) eps): the variance
+        sits in the numerator, so a small predicted variance slows the step down.
+        """
+        scale = beta / (1 - alpha_bar)
+        deviation = (1 - alpha_bar).sqrt() * eps
+        proposal = x + scale * (variance * x / 2 - deviation)
+        again = self.variance(proposal, self._timestep(x, t - 1))
+        return x + scale * ((variance + again) / 2 * x / 2 - deviation)
+
+    def features(self) -> IntermediateFeatures:
+        if self._features is None:
+            self._features = IntermediateFeatures(self.params.feature_backbone,
+                                                  self.params.feature_layers, self.runtime)
+        return self._features
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:
+        size, r = images.shape[-1], self.params.resolution
+        small = (F.interpolate(images, size=(r, r), mode="bilinear", antialias=True,
+                               align_corners=False) if size != r else images)
+        x0 = small * 2 - 1
+        generator = torch.Generator().manual_seed(self.runtime.seed)
+        x_hat = self.reconstruct(x0, generator)
+        maps = {
+            "cos": cosine_distance_map(self.features(), small, ((x_hat + 1) / 2).clamp(0, 1),
+                                       r),
+            "re": (x0 - x_hat).pow(2).mean(dim=1),
+        }
+        if self.variance_stream is not None:
+            zero = self._timestep(x0, 0)
+            var_input, var_recon = self.variance(x0, zero), self.variance(x_hat, zero)
+            error = (x0 - x_hat).pow(2)
+            maps["u"] = (error / var_recon).mean(dim=1)
+            # KL(N(x, s_in^2) || N(x_hat, s_rec^2)) per pixel (ADSPR), channel mean.
+            maps["kl"] = 0.5 * ((var_recon / var_input).log()
+                                + (var_input + error) / var_recon - 1).mean(dim=1)
+        maps = {name: F.interpolate(m[:, None], size=(size, size), mode="bilinear",
+                                    align_corners=False)[:, 0].cpu().numpy()
+                for name, m in maps.items()}
+        k = min(250, size * size)
+        scores = {name: np.sort(m.reshape(len(m), -1), axis=1)[:, -k:].mean(axis=1)
+                  for name, m in maps.items()}
+        return Prediction(scores=scores, maps=maps)
+
+    def infer(self, rows: pd.DataFrame, batch_size: int):
+        self.mean_stream.eval()
+        if self.variance_stream is not None:
+            self.variance_stream.eval()
+        yield from super().infer(rows, self.params.infer_batch_size)
+
+    # ----------------------------------------------------------------- storage
+
+    def save_networks(self, folder: Path) -> None:
+        for name, net in self.networks.items():
+            net.save_pretrained(Path(folder) / name)
+        self.scheduler.save_pretrained(Path(folder) / "scheduler")
+
+    def load_networks(self, folder: Path) -> None:
+        from diffusers import UNet2DModel
+
+        self.mean_stream = UNet2DModel.from_pretrained(Path(folder) / "mean_stream").to(
+            self.runtime.device)
+        if self.params.objective == "mle":
+            self.variance_stream = UNet2DModel.from_pretrained(
+                Path(folder) / "variance_stream").to(self.runtime.device)
+
+
+__all__ = ["EsmModel", "build_stream", "mle_loss"]

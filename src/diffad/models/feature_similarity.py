@@ -1,0 +1,67 @@
+"""Feature-space distance between an image and its reconstruction: the S_cos detector.
+
+Reconstruction-based methods (paper 002's S_cos, VLMDiff's and DiAD's anomaly
+maps, GLAD's) compare the input and its reconstruction in the feature space
+of a frozen pretrained network rather than in pixels, so that a faithful
+reconstruction that differs in texture detail is not an anomaly:
+
+1. Intermediate features of both images at ``layers`` (ViT blocks or CNN
+   stages, timm's ``forward_intermediates``), after the backbone's own
+   normalisation.
+2. Per layer and location, 1 - cosine similarity over the channels.
+3. Each layer's map bilinearly resized to the output size, then averaged over
+   the layers.
+
+ViTs run with ``dynamic_img_size`` so that any image side that is a multiple
+of the patch size works (position embeddings interpolated).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from diffad.device import autocast
+from diffad.runtime import Runtime
+from diffad.weights import load_timm, weight_source
+
+
+class IntermediateFeatures(torch.nn.Module):
+    """A frozen timm backbone returning its features at ``layers``."""
+
+    def __init__(self, name: str, layers: list[int], runtime: Runtime):
+        super().__init__()
+        source = weight_source(name, library="timm")
+        is_vit = (source.model or name).startswith(("vit", "deit"))
+        kwargs = {"dynamic_img_size": True} if is_vit else {}
+        self.model = load_timm(name, runtime.weights_root, **kwargs).to(runtime.device).eval()
+        self.model.requires_grad_(False)
+        self.layers = list(layers)
+        self.runtime = runtime
+        cfg = self.model.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(cfg["std"]).view(1, 3, 1, 1))
+        self.to(runtime.device)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 3, H, W) RGB in [0, 1] -> one (B, C_l, h_l, w_l) map per layer."""
+        with autocast(self.runtime.device):
+            return [f.float() for f in self.model.forward_intermediates(
+                (images - self.mean) / self.std, indices=self.layers, intermediates_only=True,
+                **({"output_fmt": "NCHW"} if hasattr(self.model, "patch_embed") else {}))]
+
+
+@torch.no_grad()
+def cosine_distance_map(features: IntermediateFeatures, images: torch.Tensor,
+                        reconstructions: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, size, size): 1 - cosine similarity of the two images' features, layer mean."""
+    maps = []
+    for a, b in zip(features(images), features(reconstructions), strict=True):
+        distance = 1 - F.cosine_similarity(a, b, dim=1, eps=1e-6)
+        maps.append(F.interpolate(distance[:, None], size=(size, size), mode="bilinear",
+                                  align_corners=False)[:, 0])
+    return torch.stack(maps).mean(dim=0)
+
+
+__all__ = ["IntermediateFeatures", "cosine_distance_map"]

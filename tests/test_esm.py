@@ -1,0 +1,120 @@
+"""ESM (paper 002): the MLE loss, the variance floor, NFE of the samplers, the variance-guided
+step, detector maps, and score-tier fusion."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from diffad.errors import ConfigError
+from diffad.methods import build_model, params_of, resolve_method
+from diffad.methods.esm import Esm
+from diffad.methods.esm.model import mle_loss
+from diffad.runtime import Runtime
+from diffad.scoring.outputs import Outputs, score_table, write_maps
+
+TINY = {"kind": "esm", "resolution": 32, "block_out_channels": [16, 32], "layers_per_block": 1,
+        "attention_levels": 0, "feature_backbone": "tf_efficientnet_lite0",
+        "feature_layers": [1, 2], "epochs": 1, "batch_size": 4, "t_d": 5}
+
+
+def make(weights_root, **params):
+    runtime = Runtime(device=torch.device("cpu"), weights_root=weights_root, image_size=48)
+    torch.manual_seed(0)
+    return build_model(resolve_method("esm", {**TINY, **params}), runtime)
+
+
+def test_loss_is_the_gaussian_negative_log_likelihood_of_x_t():
+    generator = torch.Generator().manual_seed(0)
+    x0, noise, eps = (torch.randn(2, 3, 4, 4, generator=generator) for _ in range(3))
+    variance = torch.rand(2, 3, 4, 4, generator=generator) + 0.1
+    alpha_bar = torch.tensor([0.9, 0.3])
+    a = alpha_bar.view(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    mu = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    nll = -torch.distributions.Normal(mu, variance.sqrt()).log_prob(xt)
+    # Eq. 9: -2 log p = Eq. 10 + log(2 pi)
+    torch.testing.assert_close(mle_loss(noise, eps, variance, alpha_bar) + math.log(2 * math.pi),
+                               2 * nll.mean())
+
+
+def test_predicted_variance_never_falls_below_the_floor(weights_root):
+    model = make(weights_root, variance_floor=0.05)
+    with torch.no_grad():
+        for module in model.variance_stream.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.out_channels == 3:
+                module.bias.fill_(-50.0)  # exp(-50): far below any floor
+        _, variance = model.streams(torch.zeros(2, 3, 32, 32), torch.tensor([10, 10]))
+    assert variance.min() >= 0.05
+
+
+@pytest.mark.parametrize(("sampler", "evaluations"), [("sgm", 1), ("esm", 1), ("esm_sigma", 2)])
+def test_network_evaluations_per_sampler(weights_root, sampler, evaluations):
+    model = make(weights_root, sampler=sampler, objective="dsm" if sampler == "sgm" else "mle")
+    calls = []
+    model.mean_stream.register_forward_hook(lambda *a: calls.append("mean"))
+    if model.variance_stream is not None:
+        model.variance_stream.register_forward_hook(lambda *a: calls.append("variance"))
+    model.reconstruct(torch.zeros(1, 3, 32, 32), torch.Generator().manual_seed(0))
+    # One dual-stream evaluation per step; esm_sigma re-estimates the variance once more.
+    assert calls.count("mean") == 5
+    assert calls.count("variance") == (0 if sampler == "sgm" else 5 * evaluations)
+    params = model.params
+    assert Esm.nfe(params) == 5 * evaluations + (0 if sampler == "sgm" else 2)
+
+
+def test_variance_guided_step_moves_a_sample_toward_its_mean(weights_root):
+    """On x_t ~ N(mu, s^2) with the network's exact epsilon, a step reduces |x - mu|."""
+    model = make(weights_root, sampler="esm_sigma")
+    alphas = model.scheduler.alphas_cumprod
+    t, mu = 50, torch.full((1, 3, 4, 4), 0.3)
+    a = alphas[t]
+    deviation = torch.full((1, 3, 4, 4), 0.8)
+    x = mu + deviation
+    eps = deviation / (1 - a).sqrt()  # x - mu_t = sqrt(1 - abar) eps
+    variance = torch.full_like(x, float(1 - a))
+    model.variance = lambda x_, t_: variance
+    step = model.variance_guided_step(x, t, eps, variance, model.scheduler.betas[t], a)
+    assert ((step - mu).abs() < (x - mu).abs()).all()
+
+
+def test_every_detector_map_has_the_image_shape(weights_root):
+    model = make(weights_root)
+    prediction = model.predict(torch.rand(2, 3, 48, 48), pd.DataFrame({"category": ["c", "c"]}))
+    assert set(prediction.maps) == {"cos", "re", "u", "kl"}
+    assert all(m.shape == (2, 48, 48) and np.isfinite(m).all() for m in prediction.maps.values())
+    assert (prediction.maps["kl"] >= -1e-5).all()  # a KL divergence
+    sgm = make(weights_root, sampler="sgm", objective="dsm")
+    assert set(sgm.predict(torch.rand(1, 3, 48, 48), None).maps) == {"cos", "re"}
+
+
+def test_fusion_weights_and_top_k_live_in_the_score_tier(tmp_path):
+    rows = pd.DataFrame({"image_path": ["a", "b"], "category": "c", "defect_type": "good",
+                         "label": 0, "mask_path": None})
+    maps = {name: np.zeros((2, 20, 20), np.float32) for name in ("cos", "re", "u", "kl")}
+    maps["re"][1, :5, :5] = 1.0  # 25 hot pixels in image b
+    maps["cos"][0, 0, 0] = 1.0  # one in image a
+    write_maps(maps, tmp_path / "m.safetensors")
+    outputs = Outputs(score_table(rows, {n: np.zeros(2) for n in maps}),
+                      str(tmp_path / "m.safetensors"))
+
+    def scores(**cfg):
+        return Esm.score(params_of(resolve_method("e", {"kind": "esm", **cfg})), outputs).scores
+
+    np.testing.assert_allclose(scores(top_k=25), [1 / 25, 1.0])
+    np.testing.assert_allclose(scores(top_k=1, weight_re=0.0), [1.0, 0.0])
+    # sgm has no variance: its u and kl weights are ignored, not an error.
+    np.testing.assert_allclose(scores(top_k=25, objective="dsm", sampler="sgm"), [1 / 25, 1.0])
+    assert Esm.detectors(params_of(resolve_method("e", {"kind": "esm"}))) == (
+        "cos", "u", "kl", "re")
+
+
+def test_the_esm_samplers_need_the_variance_stream():
+    with pytest.raises(ConfigError, match="sampler: esm_sigma needs the variance stream"):
+        resolve_method("e", {"kind": "esm", "sampler": "esm_sigma", "objective": "dsm"})
+    with pytest.raises(ConfigError, match="methods.e.variance_floor: must be > 0"):
+        resolve_method("e", {"kind": "esm", "variance_floor": 0.0})
