@@ -28,8 +28,9 @@ Denoising from T_d (``t_d``, per category: appendix Tables 6-8), ``sampler``:
     network at x_t, takes the variance-guided step, re-evaluates the variance
     at the proposed x_{t-1} and retakes the step with the mean of the two
     variances ("re-estimated at each step"; the paper's "twice the steps of
-    ESM"): 2 T_d evaluations, every second one of the variance stream alone. The discrete step is Eq. 13 with beta_t sigma^2 /
-    (1 - abar_t) for beta(t) dt, which is the ESM step when sigma^2 = 1 - abar_t.
+    ESM"): 2 T_d evaluations, every second one of the variance stream alone.
+    The discrete step is Eq. 13 with beta_t sigma^2 / (1 - abar_t) for
+    beta(t) dt, which is the ESM step when sigma^2 = 1 - abar_t.
 
 Detectors (Sec. 3.5), each stored with its map: ``cos`` (1 - cosine
 similarity of multi-layer features of a frozen backbone, DINO ViT-B/8 blocks
