@@ -92,6 +92,9 @@ class EsmParams(MethodParams):
     feature_backbone: str = infer("dino_vitb8", "frozen network of S_cos (a weights source)")
     feature_layers: list[int] = infer([2, 5, 8, 11], "its blocks / stages (0-based)",
                                       min_length=1)
+    feature_resolution: int | None = infer(
+        None, "side at which S_cos compares input and reconstruction (both resized alike); "
+        "default: the diffusion `resolution`", ge=16)
     infer_batch_size: int = infer(8, ge=1)
     # Score tier (Eqs. 14 and 15)
     weight_cos: float = score(1.0, "u", ge=0)

@@ -22,6 +22,14 @@ from diffad.training import Trainer, TrainerSettings, TrainingSession
 DualStream = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
 
+def resize(images: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, side, side), bilinear with antialiasing (a no-op at ``side``)."""
+    if images.shape[-1] == side and images.shape[-2] == side:
+        return images
+    return F.interpolate(images, size=(side, side), mode="bilinear", antialias=True,
+                         align_corners=False)
+
+
 def build_stream(params: EsmParams):
     """One stream: a diffusers UNet2DModel on 3-channel images at ``resolution``."""
     from diffusers import UNet2DModel
@@ -96,8 +104,7 @@ class EsmModel(AnomalyModel):
         out = []
         for batch in image_batches(rows["image_path"].tolist(), self.runtime,
                                    self.params.batch_size, desc=desc):
-            batch = F.interpolate(batch, size=(size, size), mode="bilinear", antialias=True,
-                                  align_corners=False) if batch.shape[-1] != size else batch
+            batch = resize(batch, size)
             out.append((batch.clamp(0, 1) * 255).round().to(torch.uint8))
         return torch.cat(out)
 
@@ -178,14 +185,14 @@ class EsmModel(AnomalyModel):
     @torch.no_grad()
     def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:
         size, r = images.shape[-1], self.params.resolution
-        small = (F.interpolate(images, size=(r, r), mode="bilinear", antialias=True,
-                               align_corners=False) if size != r else images)
+        small = resize(images, r)
         x0 = small * 2 - 1
         generator = torch.Generator().manual_seed(self.runtime.seed)
         x_hat = self.reconstruct(x0, generator)
+        side = self.params.feature_resolution or r
         maps = {
-            "cos": cosine_distance_map(self.features(), small, ((x_hat + 1) / 2).clamp(0, 1),
-                                       r),
+            "cos": cosine_distance_map(self.features(), resize(small, side),
+                                       resize(((x_hat + 1) / 2).clamp(0, 1), side), r),
             "re": (x0 - x_hat).pow(2).mean(dim=1),
         }
         if self.variance_stream is not None:
