@@ -35,7 +35,7 @@ a. Active set. Only the largest ``min_dist`` matters. The ``ACTIVE`` rows with
    T, it is the global argmax, and only A is updated, with the textbook
    expression ``((x_A - x_c) ** 2).sum(1)`` on a gathered (ACTIVE x d) copy that
    stays in cache (A in index order, so ``argmax`` breaks ties as on the whole
-   bank; one thread, as a parallel region per tiny op costs more than it saves).
+   bank).
 b. Block update. The centres chosen since a row was last updated are applied to
    it at once: a matrix product of mean-centred rows (compute-bound, not
    memory-bound) gives each row-centre squared distance through the expansion
@@ -52,6 +52,10 @@ c. Lazy rows. A row far below the top cannot be chosen soon: its ``min_dist``
    below the level. Before each block every row at or above the level is caught
    up, so A holds current values and T is an upper bound. On 163,840 random
    rows this skips 2/3 of the row-centre pairs; on clustered features, more.
+d. Threads. Only the matrix products use all of torch's threads; every other op
+   is small, and a parallel region per small op costs more than it saves, far
+   more when other processes hold the cores (2 to 4 times slower overall on a
+   busy 2-core machine).
 
 Each decision thus compares the same numbers as the textbook loop. This rests
 on two facts: the textbook expression gives the same bits on a gathered subset
@@ -110,8 +114,9 @@ def greedy_coreset(
     if (reduced.device.type != "cpu" or reduced.dtype not in (torch.float32, torch.float64)
             or not reduced.is_contiguous() or not bool(reduced.isfinite().all())):
         return _textbook(reduced, k, start)
-    with _ieee_matmul():
-        return _Bank(reduced, k).select(start)
+    threads = torch.get_num_threads()
+    with _ieee_matmul(), _num_threads(1):
+        return _Bank(reduced, k, threads).select(start)
 
 
 def _textbook(reduced: torch.Tensor, k: int, start: int) -> torch.Tensor:
@@ -150,12 +155,23 @@ def _ieee_matmul() -> Iterator[None]:
         torch.set_float32_matmul_precision(before)
 
 
+@contextlib.contextmanager
+def _num_threads(threads: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 class _Bank:
     """The projected rows and the selection state (module docstring, a. to c.)."""
 
-    def __init__(self, x: torch.Tensor, k: int):
+    def __init__(self, x: torch.Tensor, k: int, threads: int):
         n, d = x.shape
         self.x, self.k = x, k
+        self.threads = threads  # for the matrix products; the rest runs on one
         # Mean-centred rows and a ones column, zero-padded to a multiple of 8 columns.
         width = (d + 1 + 7) // 8 * 8
         self.y = torch.zeros(n, width, dtype=x.dtype)
@@ -227,22 +243,17 @@ class _Bank:
         diff = torch.empty_like(rows)
         dist = torch.empty_like(value)
         chosen, stop = self.chosen, min(self.k, self.chosen + BLOCK)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            while chosen < stop:
-                best = int(value.argmax())
-                if not float(value[best]) > outside:
-                    break
-                index = int(members[best])
-                selected[chosen] = index
-                chosen += 1
-                torch.sub(rows, x[index], out=diff)
-                diff.pow_(2)
-                torch.sum(diff, dim=1, out=dist)
-                torch.minimum(value, dist, out=value)
-        finally:
-            torch.set_num_threads(threads)
+        while chosen < stop:
+            best = int(value.argmax())
+            if not float(value[best]) > outside:
+                break
+            index = int(members[best])
+            selected[chosen] = index
+            chosen += 1
+            torch.sub(rows, x[index], out=diff)
+            diff.pow_(2)
+            torch.sum(diff, dim=1, out=dist)
+            torch.minimum(value, dist, out=value)
         self.chosen = chosen
         self.min_dist.index_copy_(0, members, value)
         self.applied.index_fill_(0, members, chosen)
@@ -270,7 +281,9 @@ class _Bank:
             while c0 < chosen:
                 c1 = min(chosen, c0 + min(WIDTH, max(64, CHUNK // len(part))))
                 h = self.buffer[:len(part) * (c1 - c0)].view(len(part), c1 - c0)
-                torch.mm(y, self.centres[c0:c1].T, out=h)
+                big = h.numel() * y.shape[1] >= 2**22  # else threads cost more than they save
+                with _num_threads(self.threads if big else 1):
+                    torch.mm(y, self.centres[c0:c1].T, out=h)
                 # The textbook d(j, c) may be below min_dist[j] only if
                 #   2 y_j.y_c - |y_c|^2 (1 - margin) > |y_j|^2 (1 - margin) - min_dist[j].
                 bound = low - min_dist
