@@ -25,6 +25,10 @@ TOY_PLUGIN = str(REPO / "tests" / "plugins" / "toy_method.py")
 pytestmark = pytest.mark.workflow
 
 
+ESM = {"kind": "esm", "resolution": 32, "block_out_channels": [16, 32], "layers_per_block": 1,
+       "attention_levels": 0, "train_timesteps": 100, "epochs": 2, "t_d": 5,
+       "feature_backbone": "tf_efficientnet_lite0", "feature_layers": [1, 2],
+       "infer_batch_size": 16}
 LATENT_INVERSION = {"kind": "latent_inversion", "backbone": "tf_efficientnet_lite0",
                     "block_out_channels": [32, 64], "layers_per_block": 1, "epochs": 3,
                     "batch_size": 8}
@@ -53,6 +57,7 @@ def small_config(weights_root: Path, **overrides) -> dict:
             "li": LATENT_INVERSION,
             # A score setting only: it must reuse li's inference.
             "li_nll": {**LATENT_INVERSION, "score": "nll"},
+            "esm_sigma": {**ESM, "sampler": "esm_sigma", "per_category": {"widget": {"t_d": 3}}},
         },
         "plugins": [TOY_PLUGIN],
         "method_grids": {
@@ -188,6 +193,22 @@ def test_a_plugin_kind_runs_with_a_score_tier_sweep_on_one_inference(finished_ru
     assert len({round(float(r["i_ap"].iloc[0]), 12) for r in rows.values()}
                | {round(float(r["aupro"].iloc[0]), 12) for r in rows.values()}) > 1
     assert "toy_p2.0_k50" in (workdir / "results/tables/small.md").read_text()
+
+
+def test_esm_runs_with_a_per_category_start_and_a_fusion_weight_is_evaluate_only(
+        finished_run, weights_root):
+    workdir = finished_run
+    for category, t_d in (("tiles", 5), ("widget", 3)):
+        scores = pd.read_parquet(workdir / f"results/scores/esm_sigma/synthetic/{category}.parquet")
+        assert {"score_cos", "score_re", "score_u", "score_kl"} <= set(scores.columns)
+        assert (scores["nfe"] == 2 * t_d + 2).all()
+    config = small_config(weights_root)
+    config["methods"]["esm_sigma"]["weight_kl"] = 0.0
+    write_config(workdir, config)
+    planned = {rule for rule, w in planned_jobs(snakemake(workdir, "--dry-run").stdout)
+               if "method=esm_sigma" in w}
+    write_config(workdir, small_config(weights_root))
+    assert planned == {"evaluate", "heatmaps"}
 
 
 def test_multi_class_model_trains_once_on_every_category(finished_run):

@@ -8,7 +8,11 @@ reconstruction that differs in texture detail is not an anomaly:
 1. Intermediate features of both images at ``layers`` (ViT blocks or CNN
    stages, timm's ``forward_intermediates``), after the backbone's own
    normalisation.
-2. Per layer and location, 1 - cosine similarity over the channels.
+2. Per layer and location, 1 - cosine similarity over the channels,
+   stabilised where both feature vectors are near zero (flat background after
+   a ReLU-like activation, where the plain cosine is noise): with
+   ``c = floor`` times the image's mean |a||b|, 1 - (a.b + c) / (|a||b| + c),
+   which is the cosine distance wherever |a||b| >> c and 0 where both vanish.
 3. Each layer's map bilinearly resized to the output size, then averaged over
    the layers.
 
@@ -54,11 +58,14 @@ class IntermediateFeatures(torch.nn.Module):
 
 @torch.no_grad()
 def cosine_distance_map(features: IntermediateFeatures, images: torch.Tensor,
-                        reconstructions: torch.Tensor, size: int) -> torch.Tensor:
+                        reconstructions: torch.Tensor, size: int,
+                        floor: float = 0.01) -> torch.Tensor:
     """(B, size, size): 1 - cosine similarity of the two images' features, layer mean."""
     maps = []
     for a, b in zip(features(images), features(reconstructions), strict=True):
-        distance = 1 - F.cosine_similarity(a, b, dim=1, eps=1e-6)
+        norms = a.norm(dim=1) * b.norm(dim=1)
+        c = floor * norms.mean(dim=(1, 2), keepdim=True) + 1e-12
+        distance = 1 - ((a * b).sum(dim=1) + c) / (norms + c)
         maps.append(F.interpolate(distance[:, None], size=(size, size), mode="bilinear",
                                   align_corners=False)[:, 0])
     return torch.stack(maps).mean(dim=0)
