@@ -58,7 +58,10 @@ def test_the_readme_sample_table_is_what_the_default_run_prints(default_run):
     sample = re.search(r"<!-- sample-table[^\n]*-->\n```\n(.*?)```", README, flags=re.S)
     assert sample, "the README lost its sample-table block"
     printed = (default_run / "results/tables/default.md").read_text()
-    assert sample.group(1).strip() == printed.strip()
+    # The quality metrics are deterministic; the cost table below them holds timings.
+    quality = printed.split("\n## Cost")[0]
+    assert "## Cost" in printed
+    assert sample.group(1).strip() == quality.strip()
 
 
 def test_the_report_shows_the_table(default_run):

@@ -8,6 +8,7 @@ run around a minute on two cores.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -77,7 +78,8 @@ def small_config(weights_root: Path, **overrides) -> dict:
         "runtime": {"weights_dir": str(weights_root), "seed": 0},
     }
     config.update(overrides)
-    return config
+    # A copy: tests mutate what they get, and the method dicts above are module constants.
+    return copy.deepcopy(config)
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
