@@ -27,11 +27,12 @@ config path of the key in the message::
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from diffad.errors import ConfigError
+from diffad.weights import check_backbone
 
 Tier = Literal["train", "infer", "score"]
 TIERS: tuple[Tier, ...] = ("train", "infer", "score")
@@ -57,6 +58,28 @@ def infer(default: Any, description: str | None = None, **bounds: Any) -> Any:
 def score(default: Any, description: str | None = None, **bounds: Any) -> Any:
     """A parameter of the score tier: applied by evaluate to the stored outputs."""
     return _field("score", default, description, **bounds)
+
+
+def _known_backbone(name: str) -> str:
+    check_backbone(name)
+    return name
+
+
+#: A pretrained timm network named by its weights source (:mod:`diffad.weights`): an
+#: unknown name fails at DAG build, naming the key.
+Backbone = Annotated[str, AfterValidator(_known_backbone)]
+
+
+def check_unet_schedule(params: Any) -> None:
+    """Checks of the kinds that train a UNet2DModel (:mod:`diffad.models.unet`) on a
+    linear DDPM schedule: ``attention_levels``, ``block_out_channels``, the betas."""
+    levels = len(params.block_out_channels)
+    if params.attention_levels > levels:
+        raise ValueError(f"attention_levels: {params.attention_levels} exceeds the "
+                         f"{levels} levels of block_out_channels")
+    if params.beta_start >= params.beta_end:
+        raise ValueError(f"beta_start ({params.beta_start}) must be below beta_end "
+                         f"({params.beta_end})")
 
 
 class MethodParams(BaseModel):
@@ -132,5 +155,5 @@ def _message(error: dict[str, Any]) -> str:
     return f"{error['msg']}, got {value!r}"
 
 
-__all__ = ["MethodParams", "Protocol", "TIERS", "Tier", "infer", "parse_params", "score",
-           "train"]
+__all__ = ["Backbone", "MethodParams", "Protocol", "TIERS", "Tier", "check_unet_schedule",
+           "infer", "parse_params", "score", "train"]

@@ -51,14 +51,20 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from diffad.methods.base import MethodKind, Requirements, Scored
-from diffad.methods.params import MethodParams, infer, score, train
+from diffad.methods.params import (
+    Backbone,
+    MethodParams,
+    check_unet_schedule,
+    infer,
+    score,
+    train,
+)
 from diffad.methods.registry import register_method
 from diffad.scoring.fusion import gaussian_smooth, minmax, top_k_mean, weighted_sum
 from diffad.scoring.outputs import Outputs
-from diffad.weights import check_backbone
 
 DETECTORS = ("cos", "u", "kl", "re")
 
@@ -89,7 +95,7 @@ class EsmParams(MethodParams):
         "esm", "default: `sgm` for objective `dsm`, `esm` for `mle`")
     t_d: int = infer(100, "denoising start T_d (per category in the paper: `per_category`)",
                      ge=1)
-    feature_backbone: str = infer("dino_vitb8", "frozen network of S_cos (a weights source)")
+    feature_backbone: Backbone = infer("dino_vitb8", "frozen network of S_cos (a weights source)")
     feature_layers: list[int] = infer([2, 5, 8, 11], "its blocks / stages (0-based)",
                                       min_length=1)
     feature_resolution: int | None = infer(
@@ -105,12 +111,6 @@ class EsmParams(MethodParams):
         "split", "each detector's maps min-max scaled over the test split before fusion")
     top_k: int = score(250, "N_a: image score = mean of the top N_a fused pixels", ge=1)
     smoothing: float = score(0.0, "Gaussian sigma (pixels) on the fused map", ge=0)
-
-    @field_validator("feature_backbone")
-    @classmethod
-    def _known_backbone(cls, value: str) -> str:
-        check_backbone(value)
-        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -129,11 +129,7 @@ class EsmParams(MethodParams):
                              "(objective: mle)")
         if self.t_d > self.train_timesteps:
             raise ValueError(f"t_d: {self.t_d} exceeds train_timesteps ({self.train_timesteps})")
-        if self.attention_levels > len(self.block_out_channels):
-            raise ValueError(f"attention_levels: {self.attention_levels} exceeds the "
-                             f"{len(self.block_out_channels)} levels of block_out_channels")
-        if self.beta_start >= self.beta_end:
-            raise ValueError("beta_start must be below beta_end")
+        check_unet_schedule(self)
         return self
 
 

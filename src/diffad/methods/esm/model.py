@@ -15,6 +15,7 @@ from diffad.device import autocast
 from diffad.methods.base import AnomalyModel, Artefacts, Prediction
 from diffad.methods.esm import EsmParams
 from diffad.models.feature_similarity import IntermediateFeatures, cosine_distance_map
+from diffad.models.unet import build_unet2d
 from diffad.runtime import Runtime
 from diffad.training import Trainer, TrainerSettings, TrainingSession
 
@@ -32,17 +33,8 @@ def resize(images: torch.Tensor, side: int) -> torch.Tensor:
 
 def build_stream(params: EsmParams):
     """One stream: a diffusers UNet2DModel on 3-channel images at ``resolution``."""
-    from diffusers import UNet2DModel
-
-    n, k = len(params.block_out_channels), params.attention_levels
-    return UNet2DModel(
-        sample_size=params.resolution, in_channels=3, out_channels=3,
-        block_out_channels=tuple(params.block_out_channels),
-        layers_per_block=params.layers_per_block,
-        down_block_types=("DownBlock2D",) * (n - k) + ("AttnDownBlock2D",) * k,
-        up_block_types=("AttnUpBlock2D",) * k + ("UpBlock2D",) * (n - k),
-        norm_num_groups=min(32, min(params.block_out_channels)),
-    )
+    return build_unet2d(3, params.resolution, params.block_out_channels,
+                        params.layers_per_block, params.attention_levels)
 
 
 def mle_loss(noise: torch.Tensor, eps: torch.Tensor, variance: torch.Tensor,

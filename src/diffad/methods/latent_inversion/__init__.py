@@ -35,21 +35,27 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import model_validator
 
 from diffad.methods.base import MethodKind, Requirements, Scored
-from diffad.methods.params import MethodParams, infer, score, train
+from diffad.methods.params import (
+    Backbone,
+    MethodParams,
+    check_unet_schedule,
+    infer,
+    score,
+    train,
+)
 from diffad.methods.registry import register_method
 from diffad.scoring.fusion import minmax, standardize
 from diffad.scoring.outputs import Outputs
-from diffad.weights import check_backbone
 
 SCORES = ("nll", "norm", "combined", "combined_train")
 
 
 class LatentInversionParams(MethodParams):
     # Feature space (Sec. 4.3)
-    backbone: str = train("efficientnet_b4", "pretrained timm CNN (a weights source name)")
+    backbone: Backbone = train("efficientnet_b4", "pretrained timm CNN (a weights source name)")
     stages: list[int] = train([0, 1, 2, 3], "timm features_only stages, concatenated",
                               min_length=1)
     feature_stride: int = train(16, "stride of the feature grid", ge=1)
@@ -90,23 +96,12 @@ class LatentInversionParams(MethodParams):
     # Score tier
     score: Literal["nll", "norm", "combined", "combined_train"] = score("combined")
 
-    @field_validator("backbone")
-    @classmethod
-    def _known_backbone(cls, value: str) -> str:
-        check_backbone(value)
-        return value
-
     @model_validator(mode="after")
     def _consistent(self) -> LatentInversionParams:
         if self.steps > self.train_timesteps:
             raise ValueError(f"steps: {self.steps} exceeds train_timesteps "
                              f"({self.train_timesteps})")
-        if self.attention_levels > len(self.block_out_channels):
-            raise ValueError(f"attention_levels: {self.attention_levels} exceeds the "
-                             f"{len(self.block_out_channels)} levels of block_out_channels")
-        if self.beta_start >= self.beta_end:
-            raise ValueError(f"beta_start ({self.beta_start}) must be below beta_end "
-                             f"({self.beta_end})")
+        check_unet_schedule(self)
         return self
 
 

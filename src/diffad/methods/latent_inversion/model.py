@@ -19,6 +19,7 @@ from diffad.methods.base import AnomalyModel, Artefacts, Prediction
 from diffad.methods.latent_inversion import LatentInversion, LatentInversionParams
 from diffad.models.ddim import inversion_path, run_ddim, step_grid
 from diffad.models.features import FeatureExtractor, cached_features
+from diffad.models.unet import build_unet2d
 from diffad.runtime import Runtime
 from diffad.training import Trainer, TrainerSettings, TrainingSession, iterate_batches
 
@@ -193,18 +194,8 @@ class LatentInversionModel(AnomalyModel):
 
 def build_unet(params: LatentInversionParams, channels: int, sample_size: int):
     """The diffusers UNet2DModel of ``params`` for ``channels`` x ``sample_size``^2 features."""
-    from diffusers import UNet2DModel
-
-    n, k = len(params.block_out_channels), params.attention_levels
-    down = ["DownBlock2D"] * (n - k) + ["AttnDownBlock2D"] * k
-    up = ["AttnUpBlock2D"] * k + ["UpBlock2D"] * (n - k)
-    return UNet2DModel(
-        sample_size=sample_size, in_channels=channels, out_channels=channels,
-        block_out_channels=tuple(params.block_out_channels),
-        layers_per_block=params.layers_per_block,
-        down_block_types=tuple(down), up_block_types=tuple(up),
-        norm_num_groups=min(32, min(params.block_out_channels)),
-    )
+    return build_unet2d(channels, sample_size, params.block_out_channels,
+                        params.layers_per_block, params.attention_levels)
 
 
 def gaussian_nll(x: torch.Tensor) -> torch.Tensor:

@@ -34,18 +34,17 @@ from typing import Literal
 from pydantic import field_validator
 
 from diffad.methods.base import MethodKind, Requirements, Scored
-from diffad.methods.params import MethodParams, infer, score, train
+from diffad.methods.params import Backbone, MethodParams, infer, score, train
 from diffad.methods.registry import register_method
 from diffad.scoring.fusion import gaussian_smooth
 from diffad.scoring.outputs import Outputs
-from diffad.weights import check_backbone
 
 #: timm ``features_only`` CNNs expose five stages, indices 0 to 4.
 FEATURE_STAGES = range(5)
 
 
 class PatchCoreParams(MethodParams):
-    backbone: str = train("wide_resnet50_2", "pretrained timm CNN (a weights source name)")
+    backbone: Backbone = train("wide_resnet50_2", "pretrained timm CNN (a weights source name)")
     layers: list[int] = train([2, 3], "timm features_only stage indices, ascending",
                               min_length=1)
     embed_dim: int = train(1024, "channels after adaptive average pooling", ge=1)
@@ -61,12 +60,6 @@ class PatchCoreParams(MethodParams):
     image_score: Literal["max", "reweighted"] = score(
         "max", "`max`: s* (anomalib, the reference code); `reweighted`: Eq. 7")
     sigma: float = score(4.0, "Gaussian smoothing of the map, pixels (0: none)", ge=0)
-
-    @field_validator("backbone")
-    @classmethod
-    def _known_backbone(cls, value: str) -> str:
-        check_backbone(value)
-        return value
 
     @field_validator("layers")
     @classmethod
