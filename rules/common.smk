@@ -20,7 +20,9 @@ validate(config, schema="../config/schema/config.schema.yaml")
 # Resolved once, at DAG build: an unknown kind or a bad parameter fails here,
 # with its config path in the message, before any job starts.
 load_plugins(config["plugins"])
-METHOD_SET = method_set(config["methods"], config["method_grids"], config["best_of"])
+METHOD_SET = method_set(
+    config["methods"], config["method_grids"], config["best_of"], config["seeds"]
+)
 METHODS = METHOD_SET.resolved
 # Variants differing only in inference settings share a model (TRAINED_BY);
 # variants differing only in score settings share inference (INFERRED_BY).
@@ -232,12 +234,13 @@ def get_metrics(wildcards=None):
 
 
 def get_heatmaps(wildcards=None):
-    """Heatmaps of the variants named under `methods:`; the points of a method grid
-    (sweeps of up to hundreds of variants) get metrics and tables only."""
+    """Heatmaps of the variants named under `methods:` (a seeded one: its first run);
+    the points of a method grid (sweeps of up to hundreds of variants) get metrics and
+    tables only."""
     return [
         f"results/figures/heatmaps/{method}/{dataset}/{category}.png"
         for method, dataset, category in GRID
-        if method in config["methods"]
+        if method in METHOD_SET.shown
     ]
 
 

@@ -46,6 +46,7 @@ rule build_tables:
         categories=FULL_CATEGORIES,
         references={name: cfg["reference"] for name, cfg in METHODS.items()},
         best_of=config["best_of"],
+        seeds=METHOD_SET.seed_groups,
         grids=METHOD_SET.grid_points,
     script:
         "../workflow/scripts/tables.py"
@@ -68,7 +69,7 @@ rule metrics_chart:
     params:
         # The variants named under `methods:`; a method grid's points (up to
         # hundreds) are in the tables.
-        variants=list(config["methods"]),
+        variants=METHOD_SET.shown,
     script:
         "../workflow/scripts/metrics_chart.py"
 

@@ -78,7 +78,7 @@ def test_tiers_decide_which_jobs_variants_share():
     assert found.inferred_by == {"a": "a", "a_smooth": "a", "a_knn": "a_knn", "b": "b"}
     assert set(tier_values(found.resolved["a"], "train")) == {
         "kind", "backbone", "layers", "embed_dim", "coreset_ratio", "projection_dim",
-        "multi_class", "center_crop"}
+        "multi_class", "center_crop", "seed"}
     assert "sigma" not in tier_values(found.resolved["a"], "train", "infer")
 
 
@@ -89,6 +89,32 @@ def test_config_checks_that_span_variants():
     with pytest.raises(ConfigError, match=r"best_of\.best names variants .*\['nope'\]"):
         method_set({"a": {"kind": "patchcore"}}, {}, {"best": ["a", "nope"]})
     assert set(method_set({"a": {"kind": "patchcore"}}, grids).resolved) == {"a", "pc_1.0"}
+
+
+def test_seeds_run_a_variant_once_per_seed():
+    methods = {"pc": {"kind": "patchcore", "per_category": {"a": {"sigma": 2.0}}},
+               "pc_smooth": {"kind": "patchcore", "sigma": 8.0}}
+    found = method_set(methods, seeds={"pc": [0, 1]})
+    assert found.seed_groups == {"pc": ["pc_seed0", "pc_seed1"]}
+    assert set(found.resolved) == {"pc_seed0", "pc_seed1", "pc_smooth"}
+    assert found.shown == ["pc_seed0", "pc_smooth"]
+    run = found.resolved["pc_seed1"]
+    assert run["seed"] == 1 and run["reference"] == "pc" and run["per_category"]
+    # The seed is a train setting: each run trains (and infers) its own model.
+    assert found.trained_by["pc_seed1"] == "pc_seed1"
+    assert found.trained_by["pc_smooth"] == "pc_smooth"  # seed None is a setting of its own
+    with pytest.raises(ConfigError, match=r"seeds\.nope: 'nope' is not a configured"):
+        method_set(methods, seeds={"nope": [0, 1]})
+    with pytest.raises(ConfigError, match=r"seeds\.pc: the seeds must be distinct"):
+        method_set(methods, seeds={"pc": [1, 1]})
+
+
+def test_a_variant_seed_overrides_the_runtime_seed(tmp_path):
+    from diffad.stages import seeded
+
+    runtime = Runtime(device=torch.device("cpu"), weights_root=tmp_path, image_size=32, seed=7)
+    assert seeded(runtime, resolve_method("a", {"kind": "patchcore"})).seed == 7
+    assert seeded(runtime, resolve_method("a", {"kind": "patchcore", "seed": 2})).seed == 2
 
 
 def test_greedy_coreset_covers_the_space_better_than_random():

@@ -88,6 +88,17 @@ def test_latex_compiles_on_an_article_page_without_overfull_boxes(tmp_path, prot
     assert "Overfull \\hbox" not in log, log[log.index("Overfull"):][:800]
 
 
+def test_latex_of_a_seed_group_compiles(tmp_path):
+    metrics = pd.concat([_metrics(methods=(f"run{i}",))
+                         for i in range(2)], ignore_index=True)
+    metrics.loc[metrics["method"] == "run1", "i_auroc"] -= 0.02
+    table = build_table(metrics, read_reference([]), {}, seeds={"runs": ["run0", "run1"]})
+    tex = _write(tmp_path, table)["tex"]
+    assert "$\\pm$" in tex.read_text()
+    log = _compile(tmp_path, tex)
+    assert "Overfull \\hbox" not in log
+
+
 def test_latex_escapes_and_marks_a_partial_mean(tmp_path):
     table = build_table(_metrics(methods=("a_b&c%",)).iloc[:2], read_reference([]), {},
                         categories={"mvtec_ad": MVTEC})

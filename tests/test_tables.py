@@ -227,6 +227,31 @@ def test_best_of_picks_the_best_variant_per_category(tmp_path):
     assert tuned.loc["mean", "i_auroc"] == pytest.approx(96.0)
 
 
+def test_seed_groups_show_mean_and_spread_of_repeated_runs(tmp_path):
+    metrics = pd.concat([
+        _metrics("esm_s0", values=((0.90, 0.95), (0.80, 0.9))),
+        _metrics("esm_s1", values=((0.94, 0.97), (0.90, 0.9))),
+        _metrics("pc"),
+    ], ignore_index=True)
+    reference = _reference(tmp_path, [("esm", "mvtec_ad", "mean", "i_auroc", 90.0, "T1")])
+    table = build_table(metrics, reference, {"esm_s0": "esm", "esm_s1": "esm"},
+                        seeds={"esm": ["esm_s0", "esm_s1"]})
+    # The group replaces its runs; other methods keep their rows.
+    assert list(dict.fromkeys(table["method"])) == ["esm", "pc"]
+    esm = table[table["method"] == "esm"].set_index("category")
+    assert esm.loc["bottle", "i_auroc"] == pytest.approx(92.0)
+    assert esm.loc["bottle", "i_auroc sd"] == pytest.approx(np.std([90, 94], ddof=1))
+    # The mean row's spread is that of the two runs' own means (85.0 and 92.0).
+    assert esm.loc["mean", "i_auroc"] == pytest.approx(88.5)
+    assert esm.loc["mean", "i_auroc sd"] == pytest.approx(np.std([85.0, 92.0], ddof=1))
+    assert esm.loc["mean", "i_auroc Δ"] == pytest.approx(-1.5)  # the runs' reference row
+    assert table["n_seeds"].dropna().astype(int).tolist() == [2, 2, 2]
+    md = _write(tmp_path, table)["md"].read_text()
+    assert _row(md, ["esm", "mvtec_ad", "bottle"])[3] == "92.0 ± 2.8"
+    assert _row(md, ["pc", "mvtec_ad", "bottle"])[3] == "99.0"
+    assert "a ± b: mean and standard deviation over 2 runs differing only in the seed" in md
+
+
 def test_grid_view_lays_out_a_two_parameter_grid_like_the_paper(tmp_path):
     rows = []
     for steps in (3, 5):

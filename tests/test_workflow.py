@@ -387,20 +387,26 @@ def test_bad_config_fails_at_dag_build_naming_the_key(tmp_path, weights_root, mu
 
 
 @pytest.mark.parametrize(
-    ("experiment", "categories", "models", "inferences", "variants"),
+    ("experiment", "categories", "models", "inferences", "variants", "extra"),
     # Per category: the variants, the models they share (train jobs) and the
     # inferences they share. latent_inversion: 50 variants (2 + 3 + 6 + 6 + 6 + 27
     # reconstruction points) share one model and one inference per distinct
     # (S, mode, start): S in {2, 3, 4, 5, 10, 50, 100, 1000} plus the 27
     # reconstruction points. esm: sgm's model and esm's, shared by esm_sigma and
-    # the Table 5 ablations (score settings of esm_sigma).
-    [("patchcore", 15 + 12 + 6, 1, 1, 2), ("latent_inversion", 15 + 12, 1, 8 + 27, 50),
-     ("esm", 15 + 12 + 6, 2, 3, 6)],
+    # the Table 5 ablations (score settings of esm_sigma). Seeded, three runs of
+    # everything but sgm: each seed's ablations still share its esm_sigma inference.
+    [("patchcore", 15 + 12 + 6, 1, 1, 2, ()), ("latent_inversion", 15 + 12, 1, 8 + 27, 50, ()),
+     ("esm", 15 + 12 + 6, 2, 3, 6, ()),
+     ("esm", 15 + 12 + 6, 1 + 3, 1 + 3 * 2, 1 + 3 * 5,
+      ("--config", "seeds={" + ", ".join(
+          f"{v}: [0, 1, 2]" for v in ("esm", "esm_sigma", "esm_sigma_cos_re",
+                                      "esm_sigma_cos_re_u", "esm_sigma_cos_re_kl")) + "}"))],
+    ids=["patchcore", "latent_inversion", "esm", "esm-seeds"],
 )
 def test_reproduction_config_dry_runs_the_full_dag(tmp_path, experiment, categories, models,
-                                                   inferences, variants):
+                                                   inferences, variants, extra):
     result = snakemake(tmp_path, "--dry-run", "--configfile",
-                       str(REPO / f"config/experiments/{experiment}.yaml"))
+                       str(REPO / f"config/experiments/{experiment}.yaml"), *extra)
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
     assert int(counts["train"]) == models * categories
     assert int(counts["infer"]) == inferences * categories

@@ -7,6 +7,7 @@ imports snakemake.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,12 @@ def by_category(manifest_paths: list[str]) -> dict[str, str]:
     return {Path(p).stem: str(p) for p in manifest_paths}
 
 
+def seeded(runtime: Runtime, method_cfg: dict[str, Any]) -> Runtime:
+    """The runtime with the variant's own ``seed`` where it sets one (repeated runs)."""
+    seed = params_of(method_cfg).seed
+    return runtime if seed is None else dataclasses.replace(runtime, seed=seed)
+
+
 def train(
     method_cfg: dict[str, Any], manifest_paths: list[str], category: str, model_dir: str,
     runtime: Runtime, artefacts: Artefacts | None = None,
@@ -57,6 +64,7 @@ def train(
     one); write the model folder, loss curve and metadata."""
     manifests = by_category(manifest_paths)
     rows = select(read_manifests(manifests.values()), category, "train", manifests)
+    runtime = seeded(runtime, method_cfg)
     seed_everything(runtime.seed)
     model = build_model(method_cfg, runtime, artefacts)
     log.info("training %s on %d images of %s (%s) on %s", method_cfg["kind"], len(rows),
@@ -91,6 +99,7 @@ def infer(
     manifests = by_category(manifest_paths)
     manifest = read_manifests(manifests.values())
     rows = select(manifest, category, "test", manifests)
+    runtime = seeded(runtime, method_cfg)
     seed_everything(runtime.seed)
     kind, params = kind_of(method_cfg), params_of(method_cfg)
     model = load_model(model_dir, runtime, artefacts, overrides=params.values("infer"))

@@ -88,6 +88,10 @@ class MethodParams(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True,
                               validate_default=True)
 
+    seed: int | None = train(
+        None, "this variant's seed (None: `runtime.seed`); variants differing only in it are "
+        "repeated runs, which a `seeds:` table group shows as mean ± standard deviation",
+        ge=0)
     protocol: Protocol = score(
         "unified", "evaluation protocol beside ours: `unified` (exact AUPRO to FPR 0.3, AUROC "
         "never flipped) or a paper code's own (`diad`, `inversionad`); the metrics row holds "

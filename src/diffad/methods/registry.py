@@ -246,6 +246,28 @@ def _point_entry(base: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
+def _expand_seeds(seeds: dict[str, list[int]],
+                  resolved: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Replace each variant named in ``seeds`` by one run per seed, ``<variant>_seed<s>``
+    (in place); returns variant -> its runs, which the tables show as mean ± sd."""
+    groups = {}
+    for name, given in seeds.items():
+        where = f"seeds.{name}"
+        values = [int(seed) for seed in given]  # `--config` passes "0" for 0
+        if name not in resolved:
+            raise ConfigError(f"{where}: '{name}' is not a configured variant")
+        if len(set(values)) < len(values):
+            raise ConfigError(f"{where}: the seeds must be distinct, got {values}")
+        runs = {f"{name}_seed{seed}": {**resolved[name], "seed": seed} for seed in values}
+        clashes = sorted(set(runs) & set(resolved))
+        if clashes:
+            raise ConfigError(f"{where}: its runs {clashes} clash with configured variants")
+        del resolved[name]
+        resolved.update(runs)
+        groups[name] = list(runs)
+    return groups
+
+
 @dataclass
 class MethodSet:
     """Every variant of a config, resolved, and who shares whose jobs."""
@@ -257,15 +279,22 @@ class MethodSet:
     #: inference owner -> whether its job scores the train split too (some variant
     #: scoring its outputs standardises by train statistics)
     train_scores: dict[str, bool]
+    #: variant named under ``seeds:`` -> its runs, one per seed (the table's mean ± sd)
+    seed_groups: dict[str, list[str]]
+    #: the variants under ``methods:`` (a seeded one by its first run): heatmaps, chart
+    shown: list[str]
 
 
 def method_set(methods: dict[str, Any], grids: dict[str, Any] | None = None,
-               best_of: dict[str, list[str]] | None = None) -> MethodSet:
-    """Resolve the ``methods``, ``method_grids`` and ``best_of`` blocks of a config.
+               best_of: dict[str, list[str]] | None = None,
+               seeds: dict[str, list[int]] | None = None) -> MethodSet:
+    """Resolve the ``methods``, ``method_grids``, ``best_of`` and ``seeds`` blocks of a
+    config.
 
     Raises:
         ConfigError: a bad variant (its key named), a grid variant that clashes with a
-            name in ``methods``, or a ``best_of`` entry naming an unknown variant.
+            name in ``methods``, or a ``best_of`` or ``seeds`` entry naming an unknown
+            variant.
     """
     points = grid_points(grids or {})
     generated = expand_method_grids(grids or {}, points)
@@ -273,6 +302,7 @@ def method_set(methods: dict[str, Any], grids: dict[str, Any] | None = None,
     if clashes:
         raise ConfigError(f"method_grids produce variants also named in methods: {clashes}")
     resolved = {name: resolve_method(name, cfg) for name, cfg in {**methods, **generated}.items()}
+    seed_groups = _expand_seeds(seeds or {}, resolved)
     for group, variants in (best_of or {}).items():
         unknown = [v for v in variants if v not in resolved]
         if unknown:
@@ -283,4 +313,6 @@ def method_set(methods: dict[str, Any], grids: dict[str, Any] | None = None,
     for name, owner in inferred_by.items():
         train_scores[owner] |= kind_of(resolved[name]).needs_train_scores(
             params_of(resolved[name]))
-    return MethodSet(resolved, points, training_variants(resolved), inferred_by, train_scores)
+    shown = [seed_groups[name][0] if name in seed_groups else name for name in methods]
+    return MethodSet(resolved, points, training_variants(resolved), inferred_by, train_scores,
+                     seed_groups, shown)

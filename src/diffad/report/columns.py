@@ -3,8 +3,9 @@
 The table (:func:`diffad.report.tables.build_table`, also its CSV) keeps the
 metric names of the metrics rows (``i_auroc``) and adds, per quality
 metric, ``<metric> protocol`` (ours under the paper code's evaluation
-protocol), ``<metric> paper`` (the published value) and ``<metric> Δ``
-(ours minus paper). The Markdown, LaTeX and HTML views print the headers
+protocol), ``<metric> paper`` (the published value), ``<metric> Δ``
+(ours minus paper) and, for rows over seeds, ``<metric> sd`` (their
+standard deviation). The Markdown, LaTeX and HTML views print the headers
 below instead.
 """
 
@@ -23,12 +24,15 @@ DEFAULT_QUALITY = ("i_auroc", "p_auroc", "aupro")
 #: Cost columns: latency per image, network evaluations, parameters, training seconds.
 COST = ("latency_ms", "nfe", "params", "train_s")
 #: Counts: integers in every output (the CSV never writes them as floats).
-INTEGER = ("nfe", "params", "n_test", "n_anomalous", "n_categories", "total_categories")
+INTEGER = ("nfe", "params", "n_test", "n_anomalous", "n_categories", "total_categories",
+           "n_seeds")
 KEYS = ("method", "dataset", "category")
 MEAN = "mean"
 
 #: Suffixes of the columns beside each quality metric, in the order they are shown.
 PROTOCOL, PAPER, DELTA = " protocol", " paper", " Δ"
+#: Suffix of a quality metric's standard deviation over seeds (``seeds:`` groups).
+SPREAD = " sd"
 #: The unified protocol (ours); any other names the paper code's protocol.
 UNIFIED = "unified"
 

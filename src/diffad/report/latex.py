@@ -23,12 +23,13 @@ MAX_COLUMNS = 12
 PROTOCOL_HEADER, PROTOCOL_MARK = r"ours$^{*}$", "ours*"
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
             "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-            "^": r"\textasciicircum{}", "Δ": r"$\Delta$", "−": "$-$", "–": "--"}
+            "^": r"\textasciicircum{}", "Δ": r"$\Delta$", "−": "$-$", "–": "--",
+            "±": r"$\pm$"}
 _PATTERN = re.compile("|".join(re.escape(k) for k in _SPECIAL))
 
 
 def escape(text: str) -> str:
-    """``text`` with LaTeX's special characters (and Δ, −, –) written as LaTeX."""
+    """``text`` with LaTeX's special characters (and Δ, −, –, ±) written as LaTeX."""
     return _PATTERN.sub(lambda m: _SPECIAL[m.group()], str(text))
 
 

@@ -30,6 +30,7 @@ from diffad.report.columns import (
     MEAN,
     PAPER,
     PROTOCOL,
+    SPREAD,
     UNIFIED,
     is_partial_mean,
     quality_columns,
@@ -168,7 +169,12 @@ def _protocol_header(protocols: dict[str, str]) -> str:
 def _cell(row: pd.Series, column: Column) -> Cell:
     value = row[column.source]
     if not pd.isna(value):
-        return Cell(f"{value:+.1f}" if column.kind == "delta" else f"{value:.1f}")
+        if column.kind == "delta":
+            return Cell(f"{value:+.1f}")
+        spread = row.get(f"{column.source}{SPREAD}")
+        if spread is not None and not pd.isna(spread):
+            return Cell(f"{value:.1f} ± {spread:.1f}")
+        return Cell(f"{value:.1f}")
     # Ours is n/a only where it cannot be defined; the rest has nothing to compare.
     undefined = column.kind == "ours" or (column.kind == "protocol"
                                           and row["protocol"] != UNIFIED)
@@ -207,6 +213,10 @@ def _caption(table: pd.DataFrame, metrics: Sequence[str], shown: list[Column],
                  else "" if names[0] in protocol_header else f" ({names[0]})")
         sentences.append(f"ours: the unified evaluation protocol; {protocol_header}: the same "
                          f"scores under the evaluation protocol of the paper's code{which}")
+    if "n_seeds" in table.columns and table["n_seeds"].notna().any():
+        runs = [str(n) for n in sorted({int(n) for n in table["n_seeds"].dropna()})]
+        sentences.append(f"a ± b: mean and standard deviation over {_join(runs)} runs "
+                         "differing only in the seed")
     if "paper" in kinds:
         sentences.append("paper: the published value; Δ = ours − paper")
     partial = _partial_datasets(table)

@@ -42,6 +42,7 @@ from diffad.report.columns import (
     PAPER,
     PROTOCOL,
     QUALITY,
+    SPREAD,
     UNIFIED,
     is_partial_mean,
 )
@@ -99,10 +100,43 @@ def best_of(metrics: pd.DataFrame, groups: Mapping[str, Sequence[str]]) -> pd.Da
     return pd.DataFrame(rows, columns=metrics.columns)
 
 
+def over_seeds(table: pd.DataFrame, groups: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+    """``table`` with each group's variants (repeated runs differing only in ``seed``)
+    replaced by rows named after the group: per (dataset, category) and for the mean
+    row, each quality metric's mean and its sample standard deviation (``<metric> sd``)
+    over the runs. The spread of a mean row is that of the runs' own means."""
+    grouped = {v for variants in groups.values() for v in variants}
+    quality = [m for q in QUALITY for m in (q, f"{q}{PROTOCOL}")]
+    rows, placed = [], set()
+    for _, row in table.iterrows():
+        group = next((g for g, vs in groups.items() if row["method"] in vs), None)
+        if group is None:
+            rows.append(row)
+            continue
+        if (group, row["dataset"], row["category"]) in placed:
+            continue
+        placed.add((group, row["dataset"], row["category"]))
+        runs = table[table["method"].isin(groups[group]) & (table["dataset"] == row["dataset"])
+                     & (table["category"] == row["category"])]
+        out = row.copy()
+        out["method"] = group
+        for column in quality:
+            out[column] = runs[column].mean(skipna=False)
+            out[f"{column}{SPREAD}"] = runs[column].std(ddof=1) if len(runs) > 1 else np.nan
+        for column in ("latency_ms", "train_s"):
+            out[column] = runs[column].mean()
+        out["n_seeds"] = len(runs)
+        out["note"] = "; ".join(dict.fromkeys(n for n in runs["note"] if n))
+        rows.append(out)
+    assert grouped.isdisjoint(r["method"] for r in rows)
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
 def build_table(
     metrics: pd.DataFrame, reference: pd.DataFrame, reference_names: Mapping[str, str],
     best: Mapping[str, Sequence[str]] | None = None,
     categories: Mapping[str, Sequence[str]] | None = None,
+    seeds: Mapping[str, Sequence[str]] | None = None,
 ) -> pd.DataFrame:
     """Ours (percent) with mean rows, the paper code's protocol, the paper's value and Δ.
 
@@ -114,6 +148,8 @@ def build_table(
         best: groups of variants that get :func:`best_of` rows.
         categories: each dataset's full category list; mean rows covering
             fewer are partial. None: every mean row counts as complete.
+        seeds: groups of repeated runs shown as mean ± sd (:func:`over_seeds`);
+            a group compares with the published row of its first variant.
     """
     if best:
         metrics = pd.concat([metrics, best_of(metrics, best)], ignore_index=True)
@@ -124,21 +160,30 @@ def build_table(
         rows.append(group)
         rows.append(pd.DataFrame([_mean_row(method, dataset, group, categories)]))
     table = pd.concat(rows, ignore_index=True)
+    if seeds:
+        table = over_seeds(table, seeds)
+        reference_names = {**reference_names, **{
+            group: reference_names.get(variants[0], variants[0])
+            for group, variants in seeds.items()}}
 
     ref = _reference_lookup(table, reference, reference_names)
     columns = list(KEYS) + ["protocol"]
     for metric in QUALITY:
-        columns.append(metric)
-        if table[f"{metric}{PROTOCOL}"].notna().any():
-            columns.append(f"{metric}{PROTOCOL}")
+        for column in (metric, f"{metric}{PROTOCOL}"):
+            if column == metric or table[column].notna().any():
+                columns.append(column)
+            if f"{column}{SPREAD}" in table.columns and table[f"{column}{SPREAD}"].notna().any():
+                columns.append(f"{column}{SPREAD}")
         if ref[metric].notna().any():
             table[f"{metric}{PAPER}"] = ref[metric]
             table[f"{metric}{DELTA}"] = table[metric] - ref[metric]
             columns += [f"{metric}{PAPER}", f"{metric}{DELTA}"]
-    columns += list(COST) + list(COUNTS) + ["n_categories", "total_categories", "note"]
+    columns += list(COST) + list(COUNTS) + ["n_categories", "total_categories"]
+    columns += ["n_seeds", "note"] if "n_seeds" in table.columns else ["note"]
     table = table[columns].copy()
     for column in INTEGER:
-        table[column] = _integers(table[column])
+        if column in table.columns:
+            table[column] = _integers(table[column])
     return table
 
 
@@ -251,5 +296,5 @@ def write_tables(
             tmp.write_text(html_page(layout, grids), encoding="utf-8")
 
 
-__all__: Sequence[str] = ["best_of", "build_table", "read_metrics", "read_reference",
+__all__: Sequence[str] = ["best_of", "build_table", "over_seeds", "read_metrics", "read_reference",
                           "write_tables"]
