@@ -118,3 +118,19 @@ def test_the_esm_samplers_need_the_variance_stream():
         resolve_method("e", {"kind": "esm", "sampler": "esm_sigma", "objective": "dsm"})
     with pytest.raises(ConfigError, match="methods.e.variance_floor: must be > 0"):
         resolve_method("e", {"kind": "esm", "variance_floor": 0.0})
+
+
+def test_at_the_variance_floor_s_u_and_s_kl_are_multiples_of_s_re(weights_root):
+    """Why `variance_timestep` exists: where the variance stream predicts ~0 (an MLE
+    model at t = 0), sigma^2 is the floor everywhere and both detectors scale S_RE."""
+    model = make(weights_root, variance_floor=0.01)
+    with torch.no_grad():
+        for module in model.variance_stream.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.out_channels == 3:
+                module.weight.zero_()
+                module.bias.fill_(-50.0)
+    maps = model.predict(torch.rand(2, 3, 48, 48), None).maps
+    np.testing.assert_allclose(maps["u"], maps["re"] / 0.01, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(maps["kl"], maps["re"] / 0.02, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="variance_timestep: 1000 must be below"):
+        resolve_method("e", {"kind": "esm", "variance_timestep": 1000})

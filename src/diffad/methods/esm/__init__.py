@@ -101,6 +101,10 @@ class EsmParams(MethodParams):
     feature_resolution: int | None = infer(
         None, "side at which S_cos compares input and reconstruction (both resized alike); "
         "default: the diffusion `resolution`", ge=16)
+    variance_timestep: int = infer(
+        0, "timestep at which S_U and S_KL read the variances of input and reconstruction "
+        "(sigma_0^2: 0; at 0 the MLE variance sits at `variance_floor` and both detectors "
+        "reduce to multiples of S_RE)", ge=0)
     infer_batch_size: int = infer(8, ge=1)
     # Score tier (Eqs. 14 and 15)
     weight_cos: float = score(1.0, "u", ge=0)
@@ -129,6 +133,9 @@ class EsmParams(MethodParams):
                              "(objective: mle)")
         if self.t_d > self.train_timesteps:
             raise ValueError(f"t_d: {self.t_d} exceeds train_timesteps ({self.train_timesteps})")
+        if self.variance_timestep >= self.train_timesteps:
+            raise ValueError(f"variance_timestep: {self.variance_timestep} must be below "
+                             f"train_timesteps ({self.train_timesteps})")
         check_unet_schedule(self)
         return self
 

@@ -188,8 +188,11 @@ class EsmModel(AnomalyModel):
             "re": (x0 - x_hat).pow(2).mean(dim=1),
         }
         if self.variance_stream is not None:
-            zero = self._timestep(x0, 0)
-            var_input, var_recon = self.variance(x0, zero), self.variance(x_hat, zero)
+            # sigma_0^2 of Sec. 3.5 at t = 0 by default: there the MLE variance, about
+            # (1 - abar_t) times the noise error, sits at the floor, and S_U and S_KL
+            # become multiples of S_RE; `variance_timestep` reads it later.
+            t_var = self._timestep(x0, self.params.variance_timestep)
+            var_input, var_recon = self.variance(x0, t_var), self.variance(x_hat, t_var)
             error = (x0 - x_hat).pow(2)
             maps["u"] = (error / var_recon).mean(dim=1)
             # KL(N(x, s_in^2) || N(x_hat, s_rec^2)) per pixel (ADSPR), channel mean.
