@@ -107,6 +107,8 @@ def test_seeds_run_a_variant_once_per_seed():
         method_set(methods, seeds={"nope": [0, 1]})
     with pytest.raises(ConfigError, match=r"seeds\.pc: the seeds must be distinct"):
         method_set(methods, seeds={"pc": [1, 1]})
+    with pytest.raises(ConfigError, match=r"best_of\.b: \['pc'\] run once per seed"):
+        method_set(methods, best_of={"b": ["pc", "pc_smooth"]}, seeds={"pc": [0, 1]})
 
 
 def test_a_variant_seed_overrides_the_runtime_seed(tmp_path):

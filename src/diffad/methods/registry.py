@@ -304,6 +304,10 @@ def method_set(methods: dict[str, Any], grids: dict[str, Any] | None = None,
     resolved = {name: resolve_method(name, cfg) for name, cfg in {**methods, **generated}.items()}
     seed_groups = _expand_seeds(seeds or {}, resolved)
     for group, variants in (best_of or {}).items():
+        seeded = [v for v in variants if v in seed_groups]
+        if seeded:
+            raise ConfigError(f"best_of.{group}: {seeded} run once per seed (`seeds:`); "
+                              f"name their runs instead ({seed_groups[seeded[0]]})")
         unknown = [v for v in variants if v not in resolved]
         if unknown:
             raise ConfigError(f"best_of.{group} names variants that are not configured: "
