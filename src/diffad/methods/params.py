@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from diffad.errors import ConfigError
+from diffad.settings import parse_params
 from diffad.weights import check_backbone
 
 Tier = Literal["train", "infer", "score"]
@@ -112,51 +112,6 @@ class MethodParams(BaseModel):
         data = self.model_dump(mode="json")
         wanted = type(self).names(*tiers) if tiers else list(data)
         return {name: data[name] for name in wanted}
-
-
-def parse_params(params_cls: type[MethodParams], values: dict[str, Any],
-                 where: str) -> MethodParams:
-    """Validate ``values`` into ``params_cls``; a bad entry raises ConfigError naming
-    ``where.key`` (every bad key, one per line)."""
-    try:
-        return params_cls(**values)
-    except ValidationError as err:
-        raise ConfigError(_describe(err, params_cls, where)) from None
-
-
-def _describe(err: ValidationError, params_cls: type[MethodParams], where: str) -> str:
-    unknown = sorted(str(e["loc"][0]) for e in err.errors() if e["type"] == "extra_forbidden")
-    lines = []
-    if unknown:
-        lines.append(f"{where}: unknown parameter(s) {unknown}; known: "
-                     f"{sorted(params_cls.model_fields)}")
-    for error in err.errors():
-        if error["type"] == "extra_forbidden":
-            continue
-        key = ".".join(str(part) for part in error["loc"])
-        lines.append(f"{where}{'.' + key if key else ''}: {_message(error)}")
-    return "\n".join(lines)
-
-
-_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<",
-           "less_than_equal": "<="}
-
-
-def _message(error: dict[str, Any]) -> str:
-    kind, ctx, value = error["type"], error.get("ctx", {}), error.get("input")
-    if kind in _BOUNDS:
-        bound = next(iter(ctx.values()))
-        shown = f"{bound:g}" if isinstance(bound, float) else bound
-        return f"must be {_BOUNDS[kind]} {shown}, got {value!r}"
-    if kind == "literal_error":
-        return f"{value!r} is not one of {ctx.get('expected')}"
-    if kind.endswith("_type"):
-        expected = {"int": "int", "float": "float", "bool": "bool", "string": "str",
-                    "list": "list", "tuple": "list", "dict": "mapping"}.get(kind[:-5], kind[:-5])
-        return f"expected {expected}, got {value!r}"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    return f"{error['msg']}, got {value!r}"
 
 
 __all__ = ["Backbone", "MethodParams", "Protocol", "TIERS", "Tier", "check_unet_schedule",

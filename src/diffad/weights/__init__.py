@@ -27,7 +27,14 @@ is a :class:`~diffad.errors.ConfigError` when the DAG is built.
 from diffad.weights.fetch import fetch_weights
 from diffad.weights.folders import MARKER, fetch_command, fetched_record, weights_folder
 from diffad.weights.hub import hub_offline
-from diffad.weights.load import load_diffusers, load_open_clip, load_timm, load_transformers
+from diffad.weights.load import (
+    load_diffusers,
+    load_diffusers_component,
+    load_open_clip,
+    load_text_encoder,
+    load_timm,
+    load_transformers,
+)
 from diffad.weights.sources import (
     LIBRARIES,
     WeightSource,
@@ -48,7 +55,9 @@ __all__ = [
     "hub_offline",
     "known_sources",
     "load_diffusers",
+    "load_diffusers_component",
     "load_open_clip",
+    "load_text_encoder",
     "load_timm",
     "load_transformers",
     "register_source",

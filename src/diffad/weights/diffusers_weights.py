@@ -13,6 +13,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from diffad.weights.builders import build_from_factory
 from diffad.weights.classes import library_class
 from diffad.weights.hub import hub_offline, is_local_folder, resolve_revision
 from diffad.weights.sources import WeightSource
@@ -22,6 +23,9 @@ DEFAULT_CLASS = "DiffusionPipeline"
 
 def fetch_diffusers(source: WeightSource, folder: Path, cache_dir: Path) -> dict[str, Any]:
     """Save ``source`` into ``folder`` with ``save_pretrained``; return its resolved revision."""
+    if source.factory:
+        build_from_factory(source.factory).save_pretrained(folder, safe_serialization=True)
+        return {"factory": source.factory}
     cls = library_class("diffusers", source.cls, DEFAULT_CLASS)
     sha = resolve_revision(source.repo_id, source.revision)
     kwargs: dict[str, Any] = {"cache_dir": cache_dir}

@@ -79,6 +79,8 @@ def _describe(source: WeightSource) -> str:
     where = source.repo_id or source.model
     if source.pypi:
         where = f"PyPI {source.pypi}"
+    if source.factory:
+        where = f"factory {source.factory}"
     rev = f"@{source.revision}" if source.revision else ""
     return f"{source.library} {where}{rev}"
 

