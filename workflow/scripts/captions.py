@@ -1,0 +1,22 @@
+"""Rule `captions` / `test_captions`: a vision-language model describes one category's images."""
+
+import torch
+
+from diffad.captions import CaptionerParams
+from diffad.captions.table import caption_images
+from diffad.data import read_manifests
+from diffad.device import seed_everything
+from diffad.logs import job_header, log_to
+from diffad.runtime import make_runtime
+from diffad.stages import select
+
+sm = snakemake  # noqa: F821 (injected by Snakemake)
+with log_to(sm.log[0], job_header(sm.rule, dict(sm.wildcards))):
+    torch.set_num_threads(sm.threads)
+    runtime = make_runtime({**sm.config["runtime"], "seed": sm.params.seed}, 0)
+    seed_everything(runtime.seed)
+    category = sm.wildcards.category
+    rows = select(read_manifests([sm.input.manifest]), category, sm.params.split,
+                  {category: sm.input.manifest})
+    caption_images(sm.wildcards.captioner, CaptionerParams(**sm.params.captioner), rows,
+                   runtime, sm.output[0])
