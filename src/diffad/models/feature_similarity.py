@@ -23,9 +23,9 @@ of the patch size works (position embeddings interpolated).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from diffad.device import autocast
+from diffad.models.resize import upsample_maps
 from diffad.runtime import Runtime
 from diffad.weights import load_timm, weight_source
 
@@ -33,7 +33,7 @@ from diffad.weights import load_timm, weight_source
 class IntermediateFeatures(torch.nn.Module):
     """A frozen timm backbone returning its features at ``layers``."""
 
-    def __init__(self, name: str, layers: list[int], runtime: Runtime):
+    def __init__(self, name: str, layers: list[int], runtime: Runtime, norm: bool = False):
         super().__init__()
         source = weight_source(name, library="timm")
         is_vit = (source.model or name).startswith(("vit", "deit"))
@@ -41,6 +41,9 @@ class IntermediateFeatures(torch.nn.Module):
         self.model = load_timm(name, runtime.weights_root, **kwargs).to(runtime.device).eval()
         self.model.requires_grad_(False)
         self.layers = list(layers)
+        # A ViT's final norm on its intermediates: DINO's get_intermediate_layers applies it
+        # (VLMDiff's maps); timm's default leaves them raw.
+        self.norm = norm
         self.runtime = runtime
         cfg = self.model.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg["mean"]).view(1, 3, 1, 1))
@@ -51,9 +54,11 @@ class IntermediateFeatures(torch.nn.Module):
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) RGB in [0, 1] -> one (B, C_l, h_l, w_l) map per layer."""
         with autocast(self.runtime.device):
+            vit = {"output_fmt": "NCHW", "norm": self.norm} if hasattr(
+                self.model, "patch_embed") else {}
             return [f.float() for f in self.model.forward_intermediates(
                 (images - self.mean) / self.std, indices=self.layers, intermediates_only=True,
-                **({"output_fmt": "NCHW"} if hasattr(self.model, "patch_embed") else {}))]
+                **vit)]
 
 
 @torch.no_grad()
@@ -66,8 +71,7 @@ def cosine_distance_map(features: IntermediateFeatures, images: torch.Tensor,
         norms = a.norm(dim=1) * b.norm(dim=1)
         c = floor * norms.mean(dim=(1, 2), keepdim=True) + 1e-12
         distance = 1 - ((a * b).sum(dim=1) + c) / (norms + c)
-        maps.append(F.interpolate(distance[:, None], size=(size, size), mode="bilinear",
-                                  align_corners=False)[:, 0])
+        maps.append(upsample_maps(distance, size))
     return torch.stack(maps).mean(dim=0)
 
 

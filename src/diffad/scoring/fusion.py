@@ -52,6 +52,23 @@ def top_k_mean(maps: np.ndarray, k: int) -> np.ndarray:
     return np.partition(flat, -k, axis=1)[:, -k:].mean(axis=1, dtype=np.float64)
 
 
+def avg_pool_max(maps: np.ndarray, kernel: int = 8, times: int = 8) -> np.ndarray:
+    """Image scores as DiAD's and VLMDiff's code pools a map: ``times`` average poolings
+    over ``kernel`` x ``kernel`` windows, stride 1, no padding (each shrinks a side by
+    ``kernel - 1``: 256 -> 200 with the defaults), then the maximum. Poolings that would
+    leave less than one window are skipped (small maps of the embedded default)."""
+    x = np.asarray(maps, dtype=np.float64)
+    for _ in range(times):
+        if min(x.shape[1:]) < kernel:
+            break
+        # Window sums from the summed-area table: O(pixels) whatever the kernel.
+        table = np.pad(x, ((0, 0), (1, 0), (1, 0))).cumsum(axis=1).cumsum(axis=2)
+        k = kernel
+        x = (table[:, k:, k:] - table[:, :-k, k:] - table[:, k:, :-k]
+             + table[:, :-k, :-k]) / (k * k)
+    return x.reshape(len(x), -1).max(axis=1)
+
+
 def weighted_sum(parts: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
     """``sum_d w_d * part_d`` over the detectors with a non-zero weight."""
     used = [(np.asarray(parts[name]), w) for name, w in weights.items() if w]
@@ -63,4 +80,4 @@ def weighted_sum(parts: Mapping[str, np.ndarray], weights: Mapping[str, float]) 
     return total
 
 
-__all__ = ["gaussian_smooth", "minmax", "standardize", "top_k_mean", "weighted_sum"]
+__all__ = ["avg_pool_max", "gaussian_smooth", "minmax", "standardize", "top_k_mean", "weighted_sum"]

@@ -15,20 +15,13 @@ from diffad.device import autocast
 from diffad.methods.base import AnomalyModel, Artefacts, Prediction
 from diffad.methods.esm import EsmParams
 from diffad.models.feature_similarity import IntermediateFeatures, cosine_distance_map
+from diffad.models.resize import resize, upsample_maps
 from diffad.models.unet import build_unet2d
 from diffad.runtime import Runtime
 from diffad.training import Trainer, TrainerSettings, TrainingSession
 
 #: (x_t, t) -> (eps_t, sigma_t^2); sigma_t^2 is None for a single-stream (DSM) model.
 DualStream = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
-
-
-def resize(images: torch.Tensor, side: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, side, side), bilinear with antialiasing (a no-op at ``side``)."""
-    if images.shape[-1] == side and images.shape[-2] == side:
-        return images
-    return F.interpolate(images, size=(side, side), mode="bilinear", antialias=True,
-                         align_corners=False)
 
 
 def build_stream(params: EsmParams):
@@ -198,9 +191,7 @@ class EsmModel(AnomalyModel):
             # KL(N(x, s_in^2) || N(x_hat, s_rec^2)) per pixel (ADSPR), channel mean.
             maps["kl"] = 0.5 * ((var_recon / var_input).log()
                                 + (var_input + error) / var_recon - 1).mean(dim=1)
-        maps = {name: F.interpolate(m[:, None], size=(size, size), mode="bilinear",
-                                    align_corners=False)[:, 0].cpu().numpy()
-                for name, m in maps.items()}
+        maps = {name: upsample_maps(m, size).cpu().numpy() for name, m in maps.items()}
         k = min(250, size * size)
         scores = {name: np.sort(m.reshape(len(m), -1), axis=1)[:, -k:].mean(axis=1)
                   for name, m in maps.items()}
