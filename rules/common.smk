@@ -4,14 +4,19 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from diffad.autoencoder import resolve_autoencoders
+from diffad.captions import resolve_captioners
 from diffad.data import CATEGORY_PATTERN, dataset_categories
 from diffad.methods import (
     ALL_CATEGORIES,
+    check_artefacts,
+    check_datasets,
     for_category,
     kind_of,
     load_plugins,
     method_set,
     params_of,
+    runs_on,
     tier_values,
 )
 
@@ -24,6 +29,11 @@ METHOD_SET = method_set(
     config["methods"], config["method_grids"], config["best_of"], config["seeds"]
 )
 METHODS = METHOD_SET.resolved
+# Named upstream stages (paper 003): built-in entries plus the config's own.
+CAPTIONERS = resolve_captioners(config["captioners"])
+AUTOENCODERS = resolve_autoencoders(config["autoencoders"])
+check_artefacts(METHOD_SET, {"captions": CAPTIONERS, "autoencoder": AUTOENCODERS})
+check_datasets(METHOD_SET, list(config["datasets"]))
 # Variants differing only in inference settings share a model (TRAINED_BY);
 # variants differing only in score settings share inference (INFERRED_BY).
 TRAINED_BY = METHOD_SET.trained_by
@@ -34,10 +44,12 @@ DATASETS = config["datasets"]
 RUNTIME = config["runtime"]
 WEIGHTS = RUNTIME["weights_dir"]
 EXPERIMENT = config["experiment"]
-# Where each kind of declared upstream artefact lives, per dataset and category.
+# Where each kind of declared upstream artefact lives: captions per category; an
+# autoencoder per training unit of the method (`all` for one model per dataset).
 ARTEFACT_PATHS = {
     "captions": "results/captions/{name}/{dataset}/{category}.parquet",
-    "autoencoder": "results/models/autoencoder/{name}/{dataset}/metadata.json",
+    "test_captions": "results/captions/{name}/{dataset}/test/{category}.parquet",
+    "autoencoder": "results/models/autoencoder/{name}/{dataset}/{unit}/metadata.json",
 }
 
 
@@ -57,6 +69,7 @@ GRID = [
     (method, dataset, category)
     for method in METHODS
     for dataset in DATASETS
+    if runs_on(METHODS[method], dataset)
     for category in get_categories(dataset)
 ]
 
@@ -66,6 +79,8 @@ wildcard_constraints:
     dataset="|".join(map(re.escape, DATASETS)),
     category=CATEGORY_PATTERN,
     name=r"[A-Za-z0-9_.-]+",
+    captioner=r"[A-Za-z0-9_.-]+",
+    autoencoder=r"[A-Za-z0-9_.-]+",
 
 
 def train_category(method, category):
@@ -129,42 +144,84 @@ def get_weights(wildcards):
     return [f"{WEIGHTS}/{name}/source.json" for name in requirements(wildcards).weights]
 
 
-def get_artefacts(wildcards):
-    """The declared upstream artefacts: stage -> name -> one file per category."""
+def get_artefacts(wildcards, inference=False):
+    """The declared upstream artefacts of a train job (with `inference`: of an infer
+    job): stage -> name -> its files, one per category the job reads."""
     categories = training_categories(
         wildcards.method, wildcards.dataset, wildcards.category
     )
+    unit = train_category(wildcards.method, wildcards.category)
+    needs = requirements(wildcards)
     out = {}
-    for artefact in requirements(wildcards).artefacts:
+    for artefact in needs.artefacts + (needs.infer_artefacts if inference else ()):
         template = ARTEFACT_PATHS[artefact.stage]
-        out.setdefault(artefact.stage, {})[artefact.name] = [
-            template.format(name=artefact.name, dataset=wildcards.dataset, category=c)
+        paths = [
+            template.format(
+                name=artefact.name, dataset=wildcards.dataset, category=c, unit=unit
+            )
             for c in categories
         ]
+        out.setdefault(artefact.stage, {})[artefact.name] = list(dict.fromkeys(paths))
     return out
 
 
+def get_infer_artefacts(wildcards):
+    return get_artefacts(wildcards, inference=True)
+
+
+def artefact_files(artefacts):
+    return [p for names in artefacts.values() for paths in names.values() for p in paths]
+
+
 def get_upstream(wildcards):
-    """The manifests, weights and declared artefacts a train or infer job reads
-    (one input function per rule: Snakemake calls each per job)."""
+    """The manifests, weights and declared artefacts a train job reads (one input
+    function per rule: Snakemake calls each per job)."""
     return {
         **get_manifests(wildcards),
         "weights": get_weights(wildcards),
-        "artefacts": [
-            path
-            for names in get_artefacts(wildcards).values()
-            for paths in names.values()
-            for path in paths
-        ],
+        "artefacts": artefact_files(get_artefacts(wildcards)),
     }
 
 
 def get_infer_inputs(wildcards):
-    return {**get_upstream(wildcards), "model": get_model(wildcards)}
+    return {
+        **get_manifests(wildcards),
+        "weights": get_weights(wildcards),
+        "artefacts": artefact_files(get_infer_artefacts(wildcards)),
+        "model": get_model(wildcards),
+    }
 
 
 def get_evaluate_inputs(wildcards):
     return {**get_outputs(wildcards), "model": get_model(wildcards)}
+
+
+def get_captioner(wildcards):
+    return CAPTIONERS[wildcards.captioner].model_dump(mode="json")
+
+
+def get_captioner_weights(wildcards):
+    return f"{WEIGHTS}/{CAPTIONERS[wildcards.captioner].weights}/source.json"
+
+
+def get_autoencoder(wildcards):
+    return AUTOENCODERS[wildcards.autoencoder].model_dump(mode="json")
+
+
+def get_autoencoder_inputs(wildcards):
+    """The manifests of the unit's categories (`all`: every category of the dataset)
+    and the weights of the pretrained VAE and of the perceptual network."""
+    params = AUTOENCODERS[wildcards.autoencoder]
+    names = [params.weights] + ([params.perceptual] if params.finetune else [])
+    categories = (
+        FULL_CATEGORIES[wildcards.dataset]
+        if wildcards.category == ALL_CATEGORIES
+        else [wildcards.category]
+    )
+    return {
+        "manifests": [f"results/data/{wildcards.dataset}/{c}.parquet" for c in categories],
+        "weights": [f"{WEIGHTS}/{name}/source.json" for name in names],
+    }
 
 
 def get_dataset_params(wildcards):

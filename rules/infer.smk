@@ -25,7 +25,7 @@ rule infer:
     params:
         method=get_inference_params,
         train_scores=lambda wildcards: METHOD_SET.train_scores[wildcards.method],
-        artefacts=get_artefacts,
+        artefacts=get_infer_artefacts,
         image_size=get_image_size,
         seed=RUNTIME["seed"],
     script:

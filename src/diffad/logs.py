@@ -45,6 +45,7 @@ def log_to(path: str | os.PathLike | None, header: str = "") -> Iterator[logging
         yield logger
         return
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    _quiet_library_progress_bars()
     with open(path, "a", buffering=1) as stream, \
             contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
         handler = logging.StreamHandler(stream)
@@ -60,6 +61,21 @@ def log_to(path: str | os.PathLike | None, header: str = "") -> Iterator[logging
             raise
         finally:
             root.removeHandler(handler)
+
+
+def _quiet_library_progress_bars() -> None:
+    """No tqdm bars from the Hugging Face libraries in a log file (a carriage-return flood
+    per model load): the hub's switch, which transformers reads when it is imported, and
+    each library's own where it is imported already."""
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    for module in ("transformers.utils.logging", "diffusers.utils.logging",
+                   "huggingface_hub.utils"):
+        library = sys.modules.get(module)
+        if library is not None:
+            quiet = getattr(library, "disable_progress_bar", None) or getattr(
+                library, "disable_progress_bars", None)
+            if quiet is not None:
+                quiet()
 
 
 def job_header(rule: str, wildcards: dict[str, str]) -> str:

@@ -8,7 +8,7 @@ its import below, or one module of your own listed under the config's
 ``plugins:``.
 """
 
-from diffad.methods import esm, latent_inversion, patchcore  # noqa: F401  (register the kinds)
+from diffad.methods import esm, latent_inversion, patchcore, vlmdiff  # noqa: F401  (register the kinds)
 from diffad.methods.base import (
     ALL_CATEGORIES,
     AnomalyModel,
@@ -23,6 +23,8 @@ from diffad.methods.loading import build_model, load_model
 from diffad.methods.params import MethodParams, infer, score, train
 from diffad.methods.registry import (
     MethodSet,
+    check_artefacts,
+    check_datasets,
     expand_method_grids,
     for_category,
     grid_points,
@@ -34,13 +36,14 @@ from diffad.methods.registry import (
     params_of,
     register_method,
     resolve_method,
+    runs_on,
     tier_values,
 )
 
 __all__ = [
     "ALL_CATEGORIES", "AnomalyModel", "Artefact", "Artefacts", "MethodKind", "MethodParams",
-    "MethodSet", "Prediction", "Requirements", "Scored", "build_model", "expand_method_grids",
-    "for_category", "grid_points", "infer", "kind_of", "load_model", "load_plugins", "method_kind",
-    "method_kinds", "method_set", "params_of", "register_method", "resolve_method", "score",
-    "tier_values", "train",
+    "MethodSet", "Prediction", "Requirements", "Scored", "build_model", "check_artefacts",
+    "check_datasets", "expand_method_grids", "for_category", "grid_points", "infer", "kind_of",
+    "load_model", "load_plugins", "method_kind", "method_kinds", "method_set", "params_of",
+    "register_method", "resolve_method", "runs_on", "score", "tier_values", "train",
 ]

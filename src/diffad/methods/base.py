@@ -55,8 +55,10 @@ MODEL_MARKER = "metadata.json"
 
 @dataclass(frozen=True)
 class Artefact:
-    """A per-dataset artefact made by another rule: ``stage`` names the rule's output
-    family (``captions``, ``autoencoder``), ``name`` the variant (a captioner)."""
+    """An artefact made by another rule for a dataset: ``stage`` names the rule's output
+    family (``captions``: one table per category of the train images, ``test_captions``:
+    of the test images, ``autoencoder``: one model folder per dataset), ``name`` the
+    entry of the config block that configures it (a captioner, an autoencoder)."""
 
     stage: str
     name: str
@@ -67,7 +69,10 @@ class Requirements:
     """What a configuration needs upstream: the DAG turns it into train / infer inputs."""
 
     weights: tuple[str, ...] = ()  #: pretrained weight sources (:mod:`diffad.weights`)
-    artefacts: tuple[Artefact, ...] = ()
+    artefacts: tuple[Artefact, ...] = ()  #: needed by training and inference
+    #: needed by inference only (captions of the test images): an infer setting that asks
+    #: for them never touches the train job's inputs
+    infer_artefacts: tuple[Artefact, ...] = ()
 
 
 #: Resolved artefact paths handed to a model: stage -> name -> files (one per category).

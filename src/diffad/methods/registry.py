@@ -13,6 +13,10 @@ a bad key named). Keys every variant accepts besides its kind's parameters:
     ``{<category>: {<parameter>: <value>}}``: infer or score settings that
     differ by category (paper 002's T_d per class). A category's jobs see
     the variant's parameters with its overrides (:func:`for_category`).
+``datasets``
+    the datasets the variant runs on (default: every configured dataset), for
+    settings a paper uses on some datasets only (paper 003's 100 epochs on
+    Real-IAD and COCO-AD, its COCO-AD prompt).
 
 :func:`method_set` resolves a whole config: the variants of ``methods`` and
 of ``method_grids``, which variant's model and inference each one reuses
@@ -41,7 +45,7 @@ from diffad.methods.params import MethodParams, parse_params
 _REGISTRY: dict[str, type[MethodKind]] = {}
 _PLUGIN_OF: dict[str, str] = {}  # kind -> the plugin that registered it
 _LOADING: list[str] = []  # the plugin being imported, while it is
-COMMON_KEYS = ("kind", "reference", "plugin", "per_category")
+COMMON_KEYS = ("kind", "reference", "plugin", "per_category", "datasets")
 
 
 def register_method(cls: type[MethodKind]) -> type[MethodKind]:
@@ -119,7 +123,19 @@ def resolve_method(name: str, cfg: dict[str, Any]) -> dict[str, Any]:
     overrides = _per_category(cls, values, cfg.get("per_category"), where)
     if overrides:
         resolved["per_category"] = overrides
+    datasets = cfg.get("datasets")
+    if datasets is not None:
+        if (not isinstance(datasets, list) or not datasets
+                or not all(isinstance(d, str) for d in datasets)):
+            raise ConfigError(f"{where}.datasets: expected a non-empty list of dataset names, "
+                              f"got {datasets!r}")
+        resolved["datasets"] = list(datasets)
     return resolved
+
+
+def runs_on(resolved: dict[str, Any], dataset: str) -> bool:
+    """Whether a resolved variant runs on ``dataset`` (its ``datasets`` list, if any)."""
+    return resolved.get("datasets") is None or dataset in resolved["datasets"]
 
 
 def _per_category(cls: type[MethodKind], values: dict[str, Any], overrides: Any,
@@ -283,6 +299,43 @@ class MethodSet:
     seed_groups: dict[str, list[str]]
     #: the variants under ``methods:`` (a seeded one by its first run): heatmaps, chart
     shown: list[str]
+
+
+#: Folders under results/models/ that hold upstream artefacts, not variants' models.
+RESERVED_NAMES = ("autoencoder",)
+
+
+def check_datasets(found: MethodSet, datasets: list[str]) -> None:
+    """Every ``datasets`` list of a variant names configured datasets."""
+    for name, resolved in found.resolved.items():
+        unknown = sorted(set(resolved.get("datasets") or ()) - set(datasets))
+        if unknown:
+            raise ConfigError(f"methods.{name}.datasets: {unknown} are not configured "
+                              f"datasets; known: {sorted(datasets)}")
+
+
+def check_artefacts(found: MethodSet, known: dict[str, Any]) -> None:
+    """Every artefact a variant declares names a configured entry of its stage
+    (``known``: stage -> names, e.g. ``{"captions": captioners, "autoencoder": ...}``;
+    ``test_captions`` are made by the captioners too).
+
+    Raises:
+        ConfigError: naming the variant's key and the entries that exist.
+    """
+    stages = {"test_captions": "captions"}
+    for name, resolved in found.resolved.items():
+        if name in RESERVED_NAMES:
+            raise ConfigError(f"methods.{name}: '{name}' names a folder of upstream artefacts "
+                              "(results/models/autoencoder); call the variant otherwise")
+        needs = kind_of(resolved).requirements(params_of(resolved))
+        for artefact in needs.artefacts + needs.infer_artefacts:
+            stage = stages.get(artefact.stage, artefact.stage)
+            entries = known.get(stage)
+            if entries is not None and artefact.name not in entries:
+                key = "captioner" if stage == "captions" else stage
+                block = "captioners" if stage == "captions" else f"{stage}s"
+                raise ConfigError(f"methods.{name}.{key}: {artefact.name!r} is not a configured "
+                                  f"entry of `{block}:`; known: {sorted(entries)}")
 
 
 def method_set(methods: dict[str, Any], grids: dict[str, Any] | None = None,
