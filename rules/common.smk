@@ -170,7 +170,9 @@ def get_infer_artefacts(wildcards):
 
 
 def artefact_files(artefacts):
-    return [p for names in artefacts.values() for paths in names.values() for p in paths]
+    return [
+        p for names in artefacts.values() for paths in names.values() for p in paths
+    ]
 
 
 def get_upstream(wildcards):
@@ -219,7 +221,9 @@ def get_autoencoder_inputs(wildcards):
         else [wildcards.category]
     )
     return {
-        "manifests": [f"results/data/{wildcards.dataset}/{c}.parquet" for c in categories],
+        "manifests": [
+            f"results/data/{wildcards.dataset}/{c}.parquet" for c in categories
+        ],
         "weights": [f"{WEIGHTS}/{name}/source.json" for name in names],
     }
 

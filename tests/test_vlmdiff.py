@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import torch
 from diffusers import UNet2DConditionModel
+from test_workflow import REPO, planned_jobs, snakemake, write_config
 
 from diffad.errors import ConfigError
 from diffad.methods import method_set, resolve_method
@@ -31,7 +32,6 @@ from diffad.methods.vlmdiff.control import (
 from diffad.scoring.fusion import avg_pool_max
 from diffad.scoring.outputs import Outputs
 from diffad.weights.tiny import tiny_sd_unet
-from test_workflow import REPO, planned_jobs, snakemake, write_config
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_control_starts_at_zero_so_the_conditioned_unet_is_the_pretrained_one(un
     # The hint encoder is DiAD's: x8 down to the latent grid, last conv zero.
     embedding = control.control.controlnet_cond_embedding
     assert embedding.conv_out.out_channels == unet.config.block_out_channels[0]
-    assert float(embedding.conv_out.weight.abs().max()) == 0
+    assert float(embedding.conv_out.weight.detach().abs().max()) == 0
     assert tuple(control.control.config.conditioning_embedding_out_channels) == HINT_CHANNELS
 
 
@@ -76,7 +76,7 @@ def test_control_reaches_only_the_middle_and_the_lowest_skips(unet):
     control = DiadControl.from_unet(unet)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():  # a trained control: every zero-initialised layer non-zero
-        for name, p in control.named_parameters():
+        for p in control.parameters():
             if float(p.abs().max()) == 0:
                 p.copy_(0.1 * torch.randn(p.shape, generator=generator))
     latents, t, text, hint = inputs(unet)
@@ -259,7 +259,7 @@ def test_a_changed_captioner_reruns_its_captions_and_what_depends_on_them(vlmdif
 def test_a_killed_caption_job_resumes_without_redoing_finished_images(tmp_path, weights_root):
     config = vlmdiff_config(weights_root, n_train=24)
     # One image per batch, long captions: the job runs for seconds, a batch at a time.
-    config["captioners"]["tiny"].update(batch_size=1, max_new_tokens=120, min_new_tokens=120)
+    config["captioners"]["tiny"].update(batch_size=1, max_new_tokens=100, min_new_tokens=100)
     write_config(tmp_path, config)
     target = "results/captions/tiny/synthetic/tiles.parquet"
     partial = tmp_path / "results/captions/tiny/synthetic/.tiles.partial.parquet"

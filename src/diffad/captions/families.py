@@ -25,6 +25,7 @@ from PIL import Image
 from diffad.captions.params import CaptionerParams
 from diffad.captions.tiling import dynamic_tiles, tiles_to_tensor
 from diffad.device import mixed_precision_dtype
+from diffad.errors import ConfigError
 from diffad.runtime import Runtime
 from diffad.weights import load_transformers
 
@@ -56,6 +57,18 @@ def _generate_kwargs(params: CaptionerParams) -> dict[str, Any]:
             "num_beams": params.num_beams, "do_sample": False}
 
 
+def _check_length(model: Any, prompt_tokens: int, params: CaptionerParams) -> None:
+    """A decoder with learned positions cannot run past them: say so before it indexes out
+    of range (a T5 decoder has no such limit)."""
+    text = getattr(model.config, "text_config", model.config)
+    limit = getattr(text, "max_position_embeddings", None)
+    decoder_only = getattr(model.config, "use_decoder_only_language_model", True)
+    if limit is not None and decoder_only and prompt_tokens + params.max_new_tokens > limit:
+        raise ConfigError(
+            f"max_new_tokens: {params.max_new_tokens} new tokens after the {prompt_tokens} "
+            f"of the prompt exceed the language model's {limit} positions; lower it")
+
+
 def _decode(processor: Any, tokens: torch.Tensor) -> list[str]:
     return [text.strip() for text in processor.batch_decode(tokens, skip_special_tokens=True)]
 
@@ -69,6 +82,7 @@ def _blip2(model: Any, processor: Any, images: list[Image.Image], prompt: str,
                        padding="longest")
     # BatchFeature.to casts only the floating tensors (pixel_values), not the token ids.
     inputs = inputs.to(device, dtype=resolve_dtype(params.dtype, device))
+    _check_length(model, inputs["input_ids"].shape[1], params)
     out = model.generate(**inputs, **_generate_kwargs(params))
     if model.config.use_decoder_only_language_model:
         # OPT continues the prompt: its tokens lead the output. T5 decodes from scratch.
@@ -87,6 +101,7 @@ def _image_text_to_text(model: Any, processor: Any, images: list[Image.Image], p
     inputs = processor(images=images, text=[chat] * len(images), return_tensors="pt",
                        padding="longest")
     inputs = inputs.to(device, dtype=resolve_dtype(params.dtype, device))
+    _check_length(model, inputs["input_ids"].shape[1], params)
     out = model.generate(**inputs, **_generate_kwargs(params))
     return _decode(processor, out[:, inputs["input_ids"].shape[1]:])
 

@@ -27,7 +27,7 @@ from diffad.captions.families import generate_captions, load_captioner, resolve_
 from diffad.captions.params import CaptionerParams
 from diffad.data.images import load_image
 from diffad.device import synchronize
-from diffad.errors import DatasetError
+from diffad.errors import ConfigError, DatasetError
 from diffad.io import write_parquet
 from diffad.logs import progress
 from diffad.runtime import Runtime
@@ -152,8 +152,11 @@ def caption_images(name: str, params: CaptionerParams, rows: pd.DataFrame, runti
             torch.manual_seed(runtime.seed)
             synchronize(runtime.device)
             began = time.perf_counter()
-            captions = generate_captions(params.family, model, processor, images, prompt,
-                                         params, runtime.device)
+            try:
+                captions = generate_captions(params.family, model, processor, images, prompt,
+                                             params, runtime.device)
+            except ConfigError as err:  # a setting the model cannot honour: name its key
+                raise ConfigError(f"captioners.{name}.{err}") from None
             synchronize(runtime.device)
             seconds = (time.perf_counter() - began) / len(images)
             new = [{"image_path": row.image_path, "split": row.split, "category": row.category,
