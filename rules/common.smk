@@ -314,5 +314,36 @@ def get_reference_files(wildcards=None):
     return sorted(str(p) for p in Path(config["reference_dir"]).glob("*.csv"))
 
 
+def used_captioners():
+    """(captioner, dataset) of every variant of the grid that trains on captions."""
+    pairs = {
+        (artefact.name, dataset)
+        for method, dataset, category in GRID
+        for artefact in KINDS[method].requirements(PARAMS[method]).artefacts
+        if artefact.stage == "captions"
+    }
+    return sorted(pairs)
+
+
+def get_caption_samples(wildcards=None):
+    """The report's page of sample captions per (captioner, dataset) in use."""
+    return [
+        f"results/figures/captions/{captioner}/{dataset}.html"
+        for captioner, dataset in used_captioners()
+    ]
+
+
+def get_caption_tables(wildcards):
+    return [
+        f"results/captions/{wildcards.captioner}/{wildcards.dataset}/{c}.parquet"
+        for c in get_categories(wildcards.dataset)
+    ]
+
+
 def get_final_outputs():
-    return get_tables() + [f"results/figures/{TABLE_NAME}/metrics.png"] + get_heatmaps()
+    return (
+        get_tables()
+        + [f"results/figures/{TABLE_NAME}/metrics.png"]
+        + get_heatmaps()
+        + get_caption_samples()
+    )

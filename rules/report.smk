@@ -106,3 +106,22 @@ rule tables:
     input:
         get_tables(),
     localrule: True
+
+
+rule caption_samples:
+    input:
+        get_caption_tables,
+    output:
+        report(
+            "results/figures/captions/{captioner}/{dataset}.html",
+            caption="../workflow/report/captions.rst",
+            category="Captions",
+            labels={"captioner": "{captioner}", "dataset": "{dataset}"},
+        ),
+    log:
+        "logs/report/captions/{captioner}/{dataset}.log",
+    localrule: True
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/caption_samples.py"

@@ -54,14 +54,33 @@ def default_run(tmp_path_factory):
     return workdir
 
 
+#: Metric cells of the README's sample may differ from a run by this much (points): the
+#: diffusion trainings' multi-threaded float sums differ between CPUs (seen: 0.4 on ESM).
+TOLERANCE = 1.0
+
+
+def cells(table: str) -> list[list[str]]:
+    return [[cell.strip() for cell in line.strip("|").split("|")]
+            for line in table.strip().splitlines()]
+
+
 def test_the_readme_sample_table_is_what_the_default_run_prints(default_run):
     sample = re.search(r"<!-- sample-table[^\n]*-->\n```\n(.*?)```", README, flags=re.S)
     assert sample, "the README lost its sample-table block"
     printed = (default_run / "results/tables/default.md").read_text()
-    # The quality metrics are deterministic; the cost table below them holds timings.
+    # The quality metrics are deterministic on one machine; the cost table below them
+    # holds timings.
     quality = printed.split("\n## Cost")[0]
     assert "## Cost" in printed
-    assert sample.group(1).strip() == quality.strip()
+    expected, got = cells(sample.group(1)), cells(quality)
+    assert len(expected) == len(got), quality
+    for want, have in zip(expected, got, strict=True):
+        assert len(want) == len(have), (want, have)
+        for a, b in zip(want, have, strict=True):
+            if re.fullmatch(r"\d+\.\d", a) and re.fullmatch(r"\d+\.\d", b):
+                assert abs(float(a) - float(b)) <= TOLERANCE, (want, have)
+            else:
+                assert a == b, (want, have)
 
 
 def test_the_report_shows_the_table(default_run):

@@ -3,6 +3,7 @@ three stages (captions, autoencoder, diffusion) run for real through snakemake."
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import signal
@@ -238,6 +239,11 @@ def test_the_multi_class_model_trains_once_and_is_evaluated_per_category(vlmdiff
             assert 0 <= float(metrics["i_auroc"].iloc[0]) <= 1
     autoencoder = workdir / "results/models/autoencoder/tiny_fast/synthetic/all"
     assert json.loads((autoencoder / "metadata.json").read_text())["finetuned"] is True
+    # The report's page of sample captions per category.
+    page = (workdir / "results/figures/captions/tiny/synthetic.html").read_text()
+    assert "Describe the main object in detail." in page
+    assert page.count('<th class="row">tiles</th>') == 3
+    assert html.escape(captions["caption"].iloc[0]) in page
 
 
 def test_a_changed_captioner_reruns_its_captions_and_what_depends_on_them(vlmdiff_run,
