@@ -67,9 +67,10 @@ def report_sizes(unet, control, vae) -> None:
     from diffad.models.discriminator import PatchDiscriminator
 
     disc = PatchDiscriminator()
-    print("parameters (M): UNet %.1f (trains %.1f: its decoder), control %.1f, VAE %.1f, "
-          "discriminator %.2f" % (count(unet) / 1e6, count(unet, True) / 1e6,
-                                  count(control) / 1e6, count(vae) / 1e6, count(disc) / 1e6))
+    m = 1e6
+    print(f"parameters (M): UNet {count(unet) / m:.1f} (trains {count(unet, True) / m:.1f}: "
+          f"its decoder), control {count(control) / m:.1f}, VAE {count(vae) / m:.1f}, "
+          f"discriminator {count(disc) / m:.2f}")
     # fp32 weights; gradients and AdamW's two moments of what trains (16 B per parameter).
     ldm = (count(unet) + count(control) + count(vae)) * 4 + (
         count(unet, True) + count(control)) * 12
