@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -295,3 +296,25 @@ def test_a_killed_caption_job_resumes_without_redoing_finished_images(tmp_path, 
     assert again["seconds"].tolist() == kept["seconds"].tolist()
     log = (tmp_path / "logs/captions/tiny/synthetic/tiles.log").read_text()
     assert f"resuming: {len(kept)} of 24 images already captioned" in log
+
+
+def test_the_reproduction_config_dry_runs_with_every_ablation(tmp_path):
+    result = snakemake(tmp_path, "--dry-run", "--configfile",
+                       str(REPO / "config/experiments/vlmdiff.yaml"))
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", result.stdout,
+                                                     flags=re.M)}
+    # Categories: MVTec AD 15, VisA 12, Real-IAD 30, COCO-AD 4 folds (a model each).
+    # Autoencoders: sd15_ft per dataset (per fold on COCO-AD) + sd15 as it is on Real-IAD.
+    assert counts["autoencoder"] == 1 + 1 + 2 + 4
+    # Train captions by InternVL2, BLIP-2, DeepSeek-VL on every category (COCO's prompt on
+    # COCO-AD); test captions where text conditions inference (Tables 4, 12; COCO-AD).
+    assert counts["captions"] == 3 * (15 + 12 + 30 + 4)
+    assert counts["test_captions"] == (15 + 12 + 30) + 3 * 4
+    # Models: MVTec AD and VisA 6 each (VLMDiff and DiAD at 100 / 300 epochs, BLIP-2,
+    # DeepSeek), Real-IAD 5 (+ the pretrained autoencoder), COCO-AD 4 per fold.
+    assert counts["train"] == 2 * 6 + 5 + 4 * 4
+    # Inferences per category: the models', plus captions at inference; the feature
+    # extractor ablations (Tables 7, 13) are score settings over one inference.
+    assert counts["infer"] == 7 * 15 + 7 * 12 + 6 * 30 + 4 * 4
+    assert counts["evaluate"] == 12 * 15 + 7 * 12 + 11 * 30 + 4 * 4
+    assert counts["build_tables"] == 1
