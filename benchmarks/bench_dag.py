@@ -36,8 +36,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 # Rules in the order their outputs are made: each stage gets a later mtime.
-STAGES = ["fetch_weights", "download", "manifest", "train", "infer", "evaluate", "heatmaps",
-          "build_tables", "metrics_chart"]
+STAGES = ["fetch_weights", "download", "manifest", "captions", "test_captions", "autoencoder",
+          "train", "infer", "evaluate", "heatmaps", "caption_samples", "build_tables",
+          "metrics_chart"]
 
 
 def generated_config(n_datasets: int, n_categories: int, n_methods: int) -> dict:
