@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from diffad.weights.builders import build_from_factory
 from diffad.weights.hub import hub_offline
 from diffad.weights.sources import WeightSource
 
@@ -28,6 +29,13 @@ def fetch_open_clip(source: WeightSource, folder: Path, cache_dir: Path) -> dict
     from open_clip.push_to_hf_hub import save_config_for_hf
     from safetensors.torch import save_file
 
+    folder.mkdir(parents=True, exist_ok=True)
+    if source.factory:
+        model, model_cfg = build_from_factory(source.factory)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                  str(folder / WEIGHTS_FILE))
+        save_config_for_hf(model, folder / CONFIG_FILE, model_config=model_cfg)
+        return {"factory": source.factory}
     tag = open_clip.get_pretrained_cfg(source.model, source.pretrained) or {}
     # OpenAI's weights were trained with QuickGELU, which the plain 'ViT-B-32'
     # config lacks: open_clip only warns, and the features are then subtly off.

