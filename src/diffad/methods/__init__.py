@@ -8,7 +8,16 @@ its import below, or one module of your own listed under the config's
 ``plugins:``.
 """
 
-from diffad.methods import esm, latent_inversion, patchcore, vlmdiff  # noqa: F401  (register the kinds)
+# Register the kinds.
+from diffad.methods import (  # noqa: F401
+    clip_patch,
+    esm,
+    latent_inversion,
+    latent_unet,
+    patchcore,
+    sd_img2img,
+    vlmdiff,
+)
 from diffad.methods.base import (
     ALL_CATEGORIES,
     AnomalyModel,

@@ -86,6 +86,9 @@ class TrainerSettings:
     checkpoint_every: int = 500  #: optimizer steps
     log_every: int = 50  #: optimizer steps
     seed: int = 0
+    #: stop after this many optimizer steps (a recipe given in steps, e.g. DreamBooth's
+    #: 600), mid-epoch if need be; None: ``epochs`` full epochs
+    max_steps: int | None = None
 
 
 class Trainer:
@@ -125,6 +128,9 @@ class Trainer:
         if n == 0:
             raise TrainingError("no training samples")
         total = s.epochs * self.steps_per_epoch(n)
+        if s.max_steps is not None:
+            total = s.max_steps
+        epochs = math.ceil(total / self.steps_per_epoch(n))
         schedule = self.schedule_fn(self.optimizer, total) if self.schedule_fn else None
         generator = torch.Generator().manual_seed(s.seed)
         state = _State()
@@ -139,7 +145,7 @@ class Trainer:
         bar = progress(range(state.step, total), desc="training", total=total - state.step,
                        unit="step", interval=60.0)
         steps = iter(bar)
-        for epoch in range(state.epoch, s.epochs):
+        for epoch in range(state.epoch, epochs):
             state.epoch = epoch
             if state.position == 0:
                 state.epoch_start = generator.get_state()
@@ -151,6 +157,8 @@ class Trainer:
                 generator.set_state(now)
             groups = range(state.position, micro_per_epoch, s.grad_accum)
             for first in groups:
+                if state.step >= total:
+                    break
                 last = min(first + s.grad_accum, micro_per_epoch)
                 loss = self._step([self._batch(data, order, i) for i in range(first, last)],
                                   loss_fn, generator, schedule, state)

@@ -258,6 +258,12 @@ _BUILTIN = (
         description="SD v1 VAE decoder fine-tuned with MSE: sharper reconstructions",
     ),
     WeightSource(
+        # The pixel-space DDPM that paper 000's notebook finetunes at 128 px.
+        name="ddpm_celebahq_256", library="diffusers", repo_id="google/ddpm-celebahq-256",
+        subfolder="unet",
+        cls="UNet2DModel", description="DDPM UNet2DModel trained on CelebA-HQ 256",
+    ),
+    WeightSource(
         name="clip_vit_b32", library="open_clip", model="ViT-B-32", pretrained="openai",
         description="OpenAI CLIP ViT-B/32 (QuickGELU, as trained)",
     ),

@@ -1,0 +1,158 @@
+"""Paper 000's model: SD v1.5 img2img reconstructions, optionally through a LoRA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from diffad.data.loader import ImageFiles
+from diffad.device import mixed_precision_dtype
+from diffad.methods.base import AnomalyModel, Artefacts, Prediction
+from diffad.methods.sd_img2img import SdImg2ImgParams
+from diffad.models.reconstruction import ClipImageDistance, reconstruction_detectors
+from diffad.models.resize import resize
+from diffad.runtime import Runtime
+from diffad.training import Trainer, TrainerSettings, TrainingSession
+from diffad.weights import load_diffusers
+
+#: diffusers' LoRA file in a model folder (``save_lora_weights`` / ``load_lora_weights``).
+LORA_FILE = "pytorch_lora_weights.safetensors"
+#: The attention projections the DreamBooth LoRA script adapts.
+LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+
+
+class SdImg2ImgModel(AnomalyModel):
+    def __init__(self, params: SdImg2ImgParams, runtime: Runtime,
+                 artefacts: Artefacts | None = None):
+        super().__init__(params, runtime, artefacts)
+        self.category: str | None = None
+        self.lora_folder: Path | None = None
+        self._pipe = None
+        self._clip: ClipImageDistance | None = None
+        self._lora_state: dict[str, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ parts
+
+    def pipeline(self):
+        """The img2img pipeline: fp16 on CUDA, its scheduler, the LoRA fused in."""
+        if self._pipe is None:
+            from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionImg2ImgPipeline
+
+            dtype = torch.float16 if mixed_precision_dtype(self.runtime.device) else None
+            pipe = load_diffusers(self.params.weights, self.runtime.weights_root,
+                                  cls=StableDiffusionImg2ImgPipeline,
+                                  **({"torch_dtype": dtype} if dtype else {}))
+            scheduler = {"ddim": DDIMScheduler, "pndm": PNDMScheduler}[self.params.scheduler]
+            pipe.scheduler = scheduler.from_config(pipe.scheduler.config)
+            if self.lora_folder is not None:
+                pipe.load_lora_weights(str(self.lora_folder), weight_name=LORA_FILE)
+                pipe.fuse_lora()
+            pipe.set_progress_bar_config(disable=True)
+            self._pipe = pipe.to(self.runtime.device)
+        return self._pipe
+
+    def clip(self) -> ClipImageDistance:
+        if self._clip is None:
+            self._clip = ClipImageDistance(self.params.clip_weights, self.runtime)
+        return self._clip
+
+    # ----------------------------------------------------------------- training
+
+    def fit(self, train: pd.DataFrame, session: TrainingSession) -> pd.DataFrame:
+        self.category = str(train["category"].iloc[0])
+        if not self.params.lora:
+            return pd.DataFrame({"step": pd.Series([], dtype=int),
+                                 "loss": pd.Series([], dtype=float)})
+        return self.fit_lora(train, session)
+
+    def fit_lora(self, train: pd.DataFrame, session: TrainingSession) -> pd.DataFrame:
+        """DreamBooth without prior preservation: epsilon MSE of the UNet with a LoRA on
+        its attention, on the VAE latents of the normal images, one instance prompt."""
+        from diffusers import DDPMScheduler, StableDiffusionPipeline
+        from peft import LoraConfig
+
+        p, device = self.params, self.runtime.device
+        pipe = load_diffusers(p.weights, self.runtime.weights_root, cls=StableDiffusionPipeline)
+        unet, vae = pipe.unet.to(device), pipe.vae.to(device).eval()
+        noise_schedule = DDPMScheduler.from_config(pipe.scheduler.config)
+        unet.requires_grad_(False)
+        vae.requires_grad_(False)
+        unet.add_adapter(LoraConfig(r=p.lora_rank, lora_alpha=p.lora_alpha,
+                                    init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+        # The prompt's embedding once (the script's --pre_compute_text_embeddings).
+        prompt = p.lora_prompt.format(category=self.category)
+        with torch.no_grad():
+            text = pipe.encode_prompt(prompt, device, 1, False)[0]
+        trainable = [q for q in unet.parameters() if q.requires_grad]
+        trainer = Trainer(
+            {"unet": unet}, torch.optim.AdamW(trainable, lr=p.lora_learning_rate,
+                                             weight_decay=1e-2),
+            TrainerSettings(epochs=1, max_steps=p.lora_steps, batch_size=p.lora_batch_size,
+                            grad_accum=p.lora_grad_accum, checkpoint_every=p.checkpoint_every,
+                            seed=self.runtime.seed),
+            device, session, fingerprint=repr((p.values("train"), self.category)))
+        scale = vae.config.scaling_factor
+
+        def loss(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+            with torch.no_grad():
+                posterior = vae.encode(images.to(device) * 2 - 1).latent_dist
+                noise = torch.randn(posterior.mean.shape, generator=generator).to(device)
+                latents = (posterior.mean + posterior.std * noise) * scale
+            t = torch.randint(0, noise_schedule.config.num_train_timesteps, (len(latents),),
+                              generator=generator).to(device)
+            eps = torch.randn(latents.shape, generator=generator).to(device)
+            noisy = noise_schedule.add_noise(latents, eps, t)
+            pred = unet(noisy, t, encoder_hidden_states=text.expand(len(latents), -1, -1)).sample
+            return F.mse_loss(pred.float(), eps)
+
+        curve = trainer.fit(ImageFiles(train["image_path"].tolist(), p.lora_resolution), loss)
+        from peft.utils import get_peft_model_state_dict
+
+        self._lora_state = {k: v.detach().cpu().contiguous()
+                            for k, v in get_peft_model_state_dict(unet).items()}
+        return curve
+
+    # ---------------------------------------------------------------- inference
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:
+        p, size = self.params, images.shape[-1]
+        category = str(rows["category"].iloc[0])
+        pipe = self.pipeline()
+        generator = torch.Generator().manual_seed(p.generator_seed)
+        out = pipe(prompt=[p.prompt.format(category=category)] * len(images),
+                   negative_prompt=[p.negative_prompt] * len(images),
+                   image=resize(images, p.sd_resolution), strength=p.strength,
+                   guidance_scale=p.guidance_scale, num_inference_steps=p.steps,
+                   generator=generator, output_type="pt")
+        reconstructions = resize(out.images.float().to(images.device), size)
+        scores, maps = reconstruction_detectors(images, reconstructions, self.clip())
+        return Prediction(scores=scores, maps=maps)
+
+    # ----------------------------------------------------------------- storage
+
+    def num_parameters(self) -> int:
+        pipe = self.pipeline()
+        return sum(q.numel() for net in (pipe.unet, pipe.vae, pipe.text_encoder)
+                   for q in net.parameters())
+
+    def save_networks(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if self._lora_state is not None:
+            from diffusers import StableDiffusionPipeline
+            from diffusers.utils import convert_state_dict_to_diffusers
+
+            StableDiffusionPipeline.save_lora_weights(
+                folder, unet_lora_layers=convert_state_dict_to_diffusers(self._lora_state),
+                weight_name=LORA_FILE)
+
+    def load_networks(self, folder: Path) -> None:
+        if self.params.lora:
+            self.lora_folder = Path(folder)
+
+
+__all__ = ["LORA_FILE", "SdImg2ImgModel"]
