@@ -340,10 +340,22 @@ def get_caption_tables(wildcards):
     ]
 
 
+def get_strength_figures(wildcards=None):
+    """Reconstructions at increasing strength (paper 000's Figure 4.1) of the variants
+    named under `methods:` whose kind reconstructs from a `strength`."""
+    return [
+        f"results/figures/strengths/{method}/{dataset}/{category}.png"
+        for method, dataset, category in GRID
+        if method in METHOD_SET.shown
+        and "strength" in type(PARAMS[method]).model_fields
+    ]
+
+
 def get_final_outputs():
     return (
         get_tables()
         + [f"results/figures/{TABLE_NAME}/metrics.png"]
         + get_heatmaps()
         + get_caption_samples()
+        + get_strength_figures()
     )

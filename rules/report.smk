@@ -125,3 +125,38 @@ rule caption_samples:
         "../envs/data.yaml"
     script:
         "../workflow/scripts/caption_samples.py"
+
+
+rule strength_figure:
+    input:
+        unpack(get_infer_inputs),
+    output:
+        report(
+            "results/figures/strengths/{method}/{dataset}/{category}.png",
+            caption="../workflow/report/strengths.rst",
+            category="Reconstructions",
+            subcategory="{method} / {dataset}",
+            labels={
+                "method": "{method}",
+                "dataset": "{dataset}",
+                "category": "{category}",
+            },
+        ),
+    log:
+        "logs/report/strengths/{method}/{dataset}/{category}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: get_resource("infer", "cpus_per_task")
+    resources:
+        mem_mb=get_resource("infer", "mem_mb"),
+        runtime=get_resource("infer", "runtime"),
+        cpus_per_task=get_resource("infer", "cpus_per_task"),
+        gpu=get_resource("infer", "gpu"),
+        gpu_model=get_resource("infer", "gpu_model"),
+    params:
+        method=get_inference_params,
+        artefacts=get_infer_artefacts,
+        image_size=get_image_size,
+        seed=RUNTIME["seed"],
+    script:
+        "../workflow/scripts/strength_figure.py"

@@ -25,6 +25,8 @@ from diffad.metrics import IMAGE_KEYS, PIXEL_KEYS, evaluate_protocol
 from diffad.scoring.outputs import Outputs, read_outputs
 
 QUALITY = IMAGE_KEYS + PIXEL_KEYS
+#: Statistics a score tier may add to the metrics row (in [0, 1], tabulated in percent).
+STATISTICS = ("ssim",)
 
 
 def apply_score_tier(method_cfg: dict[str, Any], scores_path: str, maps_path: str,
@@ -76,6 +78,11 @@ def evaluate(method_cfg: dict[str, Any], scores_path: str, maps_path: str, train
             row.update({f"{k}_protocol": v for k, v in ours.items()})
         if masks is not None and not masks.any():
             notes.append("pixel metrics n/a: the masks mark no anomalous pixel")
+    unknown = set(scored.statistics) - set(STATISTICS)
+    if unknown:
+        raise ValueError(f"{method_cfg['kind']}'s score tier returned unknown statistics "
+                         f"{sorted(unknown)}; known: {list(STATISTICS)}")
+    row.update({name: float(value) for name, value in scored.statistics.items()})
     meta = json.loads((Path(model_dir) / "metadata.json").read_text())
     row.update({
         "protocol": protocol,

@@ -121,3 +121,29 @@ def infer(
     log.info("wrote %s (%d rows; detectors %s; maps %s)", outputs["scores"], len(table),
              [c for c in table.columns if c.startswith("score_")],
              sorted(predictions[0].maps))
+
+
+def strength_reconstructions(
+    method_cfg: dict[str, Any], manifest_paths: list[str], category: str, model_dir: str,
+    runtime: Runtime, artefacts: Artefacts | None, strengths: tuple[float, ...],
+) -> tuple[np.ndarray, list[str], dict[float, np.ndarray]]:
+    """One normal and one anomalous test image of the category (the first of each) and
+    their reconstructions at each strength, by a kind whose model reconstructs
+    (``reconstruct_images``) and whose infer tier has a ``strength``: (images (N, H, W, 3),
+    their defect types, strength -> reconstructions), all in [0, 1]."""
+    from diffad.data.loader import image_batches
+
+    manifests = by_category(manifest_paths)
+    rows = select(read_manifests(manifests.values()), category, "test", manifests)
+    picked = pd.concat([rows[rows["label"] == 0].head(1), rows[rows["label"] == 1].head(1)])
+    runtime = seeded(runtime, method_cfg)
+    params = params_of(method_cfg)
+    model = load_model(model_dir, runtime, artefacts, overrides=params.values("infer"))
+    images = next(image_batches(picked["image_path"].tolist(), runtime, len(picked)))
+    images = images.to(runtime.device)
+    out = {}
+    for strength in strengths:
+        model.params = model.params.model_copy(update={"strength": strength})
+        log.info("reconstructing at strength %g", strength)
+        out[strength] = model.reconstruct_images(images, picked).permute(0, 2, 3, 1).cpu().numpy()
+    return (images.permute(0, 2, 3, 1).cpu().numpy(), picked["defect_type"].tolist(), out)

@@ -88,6 +88,9 @@ class Scored:
     #: Evaluate only the central ``crop`` x ``crop`` pixels of maps and masks (a method
     #: whose paper crops after resizing); None: the whole image.
     crop: int | None = None
+    #: Split-level statistics that go into the metrics row beside the metrics, by name
+    #: (``ssim``: the mean SSIM of input and reconstruction, paper 000's fidelity).
+    statistics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+
 from diffad.methods.base import Scored
 from diffad.methods.params import MethodParams, score
 from diffad.scoring.fusion import gaussian_smooth, standardize
@@ -44,7 +46,10 @@ def hybrid_score(params: HybridScoreParams, outputs: Outputs) -> Scored:
         mse = standardize(mse, outputs.train_scores("mse"))
         clip = standardize(clip, outputs.train_scores("clip"))
     scores = params.alpha * mse + (1 - params.alpha) * clip
-    return Scored(scores, gaussian_smooth(outputs.map(params.anomaly_map), params.sigma))
+    # The report's fidelity column: mean SSIM of the test images and their reconstructions.
+    ssim = float(np.mean(1 - outputs.scores("ssim")))
+    return Scored(scores, gaussian_smooth(outputs.map(params.anomaly_map), params.sigma),
+                  statistics={"ssim": ssim})
 
 
 __all__ = ["HybridScoreParams", "hybrid_score", "needs_train_statistics"]

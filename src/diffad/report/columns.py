@@ -17,10 +17,13 @@ import pandas as pd
 
 from diffad.errors import ConfigError
 
-#: Quality metrics in [0, 1] in the metrics rows, in percent in the table.
-QUALITY = ("i_auroc", "p_auroc", "aupro", "i_ap", "p_ap", "i_f1max", "p_f1max")
+#: Quality metrics in [0, 1] in the metrics rows, in percent in the table; ``ssim`` is the
+#: mean SSIM of input and reconstruction that reconstruction kinds report (paper 000).
+QUALITY = ("i_auroc", "p_auroc", "aupro", "i_ap", "p_ap", "i_f1max", "p_f1max", "ssim")
 #: The three every paper prints: the default of the Markdown, LaTeX and HTML views.
 DEFAULT_QUALITY = ("i_auroc", "p_auroc", "aupro")
+#: Shown by default beside them where some row has a value.
+OPTIONAL_QUALITY = ("ssim",)
 #: Cost columns: latency per image, network evaluations, parameters, training seconds.
 COST = ("latency_ms", "nfe", "params", "train_s")
 #: Counts: integers in every output (the CSV never writes them as floats).
@@ -44,13 +47,18 @@ HEADERS = {
     "p_ap": "P-AP",
     "i_f1max": "I-F1max",
     "p_f1max": "P-F1max",
+    "ssim": "SSIM",
 }
 
 
-def quality_columns(columns: Sequence[str] | None) -> tuple[str, ...]:
-    """The quality metrics a view shows (the default three for None), checked by name."""
+def quality_columns(columns: Sequence[str] | None,
+                    table: pd.DataFrame | None = None) -> tuple[str, ...]:
+    """The quality metrics a view shows, checked by name; None: the default three, and the
+    optional ones some row of ``table`` has."""
     if columns is None:
-        return DEFAULT_QUALITY
+        extra = tuple(c for c in OPTIONAL_QUALITY
+                      if table is not None and c in table and table[c].notna().any())
+        return DEFAULT_QUALITY + extra
     unknown = [c for c in columns if c not in QUALITY]
     if unknown or not columns:
         raise ConfigError(f"table columns {list(columns)}: unknown {unknown}; choose one or "

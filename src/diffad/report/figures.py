@@ -18,6 +18,8 @@ from diffad.methods.base import Scored  # noqa: E402
 from diffad.report.columns import HEADERS  # noqa: E402
 
 CHART_METRICS = ("i_auroc", "p_auroc", "aupro")
+#: The strengths of the reconstruction figure (paper 000's Figure 4.1; its range 0.1-0.7).
+STRENGTHS = (0.1, 0.2, 0.35, 0.5, 0.7)
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
 
 
@@ -142,3 +144,36 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100)
     plt.close(fig)
+
+
+def strength_figure(images: np.ndarray, labels: Sequence[str],
+                    reconstructions: dict[float, np.ndarray], title: str) -> plt.Figure:
+    """A row per image (input, then its reconstruction at each strength, with the SSIM of
+    each to the input): paper 000's Figure 4.1, where low strengths keep the defect and high
+    ones replace the texture. ``images``: (N, H, W, 3) in [0, 1]; ``reconstructions``:
+    strength -> the same shape."""
+    from skimage.metrics import structural_similarity
+
+    strengths = sorted(reconstructions)
+    fig, axes = plt.subplots(len(images), 1 + len(strengths), squeeze=False,
+                             figsize=(1.9 * (1 + len(strengths)), 2.1 * len(images)),
+                             layout="constrained")
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        axes[i, 0].imshow(image)
+        axes[i, 0].set_title(f"input ({label})", fontsize=9)
+        for j, strength in enumerate(strengths, start=1):
+            recon = reconstructions[strength][i]
+            ssim = structural_similarity(image, recon, channel_axis=2, data_range=1.0)
+            axes[i, j].imshow(np.clip(recon, 0, 1))
+            axes[i, j].set_title(f"strength {strength:g}\nSSIM {ssim:.2f}", fontsize=9)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_strengths(images: np.ndarray, labels: Sequence[str],
+                   reconstructions: dict[float, np.ndarray], title: str,
+                   path: str | os.PathLike) -> None:
+    """Write :func:`strength_figure` to ``path`` (PNG)."""
+    _save(strength_figure(images, labels, reconstructions, title), path)

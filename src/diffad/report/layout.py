@@ -102,7 +102,7 @@ class Layout:
     @classmethod
     def of(cls, table: pd.DataFrame, title: str,
            columns: Sequence[str] | None = None) -> Layout:
-        metrics = quality_columns(columns)
+        metrics = quality_columns(columns, table)
         protocols = _protocols(table)
         shown = _columns(table, metrics, protocols)
         notes: list[str] = []

@@ -197,6 +197,8 @@ def _ours(metrics: pd.DataFrame) -> pd.DataFrame:
     ours["protocol"] = ours["protocol"].fillna(UNIFIED)
     ours["note"] = ours["note"].fillna("")
     for metric in QUALITY:
+        if metric not in ours.columns:  # a statistic no kind of this run reports
+            ours[metric] = np.nan
         ours[metric] = ours[metric] * 100.0
         source = f"{metric}_protocol"
         ours[f"{metric}{PROTOCOL}"] = (ours[source] * 100.0 if source in ours.columns

@@ -166,9 +166,15 @@ class LatentUnetModel(AnomalyModel):
         return self.decode(z)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:
+    def reconstruct_images(self, images: torch.Tensor, rows: pd.DataFrame) -> torch.Tensor:
+        """Reconstructions of (B, 3, H, W) images in [0, 1], at their size."""
+        self.unet.eval()
         generator = torch.Generator().manual_seed(self.params.generator_seed)
-        recon = resize(self.reconstruct(images, generator), images.shape[-1])
+        return resize(self.reconstruct(images, generator), images.shape[-1])
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:
+        recon = self.reconstruct_images(images, rows)
         scores, maps = reconstruction_detectors(images, recon, self.clip())
         return Prediction(scores=scores, maps=maps)
 

@@ -118,17 +118,22 @@ class SdImg2ImgModel(AnomalyModel):
     # ---------------------------------------------------------------- inference
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:
-        p, size = self.params, images.shape[-1]
+    def reconstruct_images(self, images: torch.Tensor, rows: pd.DataFrame) -> torch.Tensor:
+        """img2img reconstructions of (B, 3, H, W) images in [0, 1], at their size."""
+        p = self.params
         category = str(rows["category"].iloc[0])
-        pipe = self.pipeline()
         generator = torch.Generator().manual_seed(p.generator_seed)
-        out = pipe(prompt=[p.prompt.format(category=category)] * len(images),
-                   negative_prompt=[p.negative_prompt] * len(images),
-                   image=resize(images, p.sd_resolution), strength=p.strength,
-                   guidance_scale=p.guidance_scale, num_inference_steps=p.steps,
-                   generator=generator, output_type="pt")
-        reconstructions = resize(out.images.float().to(images.device), size)
+        out = self.pipeline()(
+            prompt=[p.prompt.format(category=category)] * len(images),
+            negative_prompt=[p.negative_prompt] * len(images),
+            image=resize(images, p.sd_resolution), strength=p.strength,
+            guidance_scale=p.guidance_scale, num_inference_steps=p.steps,
+            generator=generator, output_type="pt")
+        return resize(out.images.float().to(images.device), images.shape[-1])
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:
+        reconstructions = self.reconstruct_images(images, rows)
         scores, maps = reconstruction_detectors(images, reconstructions, self.clip())
         return Prediction(scores=scores, maps=maps)
 
