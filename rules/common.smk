@@ -342,12 +342,14 @@ def get_caption_tables(wildcards):
 
 def get_strength_figures(wildcards=None):
     """Reconstructions at increasing strength (paper 000's Figure 4.1) of the variants
-    named under `methods:` whose kind reconstructs from a `strength`."""
+    named under `methods:` that reconstruct from a `strength`, one per inference (a
+    variant differing in score settings only would draw the same figure)."""
     return [
         f"results/figures/strengths/{method}/{dataset}/{category}.png"
         for method, dataset, category in GRID
         if method in METHOD_SET.shown
-        and "strength" in type(PARAMS[method]).model_fields
+        and INFERRED_BY[method] == method
+        and KINDS[method].reconstructs_by_strength(PARAMS[method])
     ]
 
 

@@ -138,6 +138,13 @@ class MethodKind:
         return False
 
     @classmethod
+    def reconstructs_by_strength(cls, params: Any) -> bool:
+        """True where the model reconstructs test images from a partial noising set by an
+        infer setting ``strength`` (``reconstruct_images``): the report then shows
+        reconstructions at increasing strength (paper 000's Figure 4.1)."""
+        return False
+
+    @classmethod
     def score(cls, params: Any, outputs: Outputs) -> Scored:
         """The score tier: image scores and maps of the test split from stored outputs."""
         raise NotImplementedError(f"{cls.__name__} defines no score tier")

@@ -112,6 +112,10 @@ class LatentUnet(MethodKind):
         return int(params.steps * params.strength)
 
     @classmethod
+    def reconstructs_by_strength(cls, params: LatentUnetParams) -> bool:
+        return params.start == "noised"
+
+    @classmethod
     def needs_train_scores(cls, params: LatentUnetParams) -> bool:
         return needs_train_statistics(params)
 

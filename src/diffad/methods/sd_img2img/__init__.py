@@ -110,6 +110,10 @@ class SdImg2Img(MethodKind):
         return img2img_steps(params.steps, params.strength) * (2 if guided else 1)
 
     @classmethod
+    def reconstructs_by_strength(cls, params: SdImg2ImgParams) -> bool:
+        return True
+
+    @classmethod
     def needs_train_scores(cls, params: SdImg2ImgParams) -> bool:
         return needs_train_statistics(params)
 
