@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from diffad.settings import parse_params
-from diffad.weights import check_backbone
+from diffad.weights import check_backbone, weight_source
 
 Tier = Literal["train", "infer", "score"]
 TIERS: tuple[Tier, ...] = ("train", "infer", "score")
@@ -68,6 +68,20 @@ def _known_backbone(name: str) -> str:
 #: A pretrained timm network named by its weights source (:mod:`diffad.weights`): an
 #: unknown name fails at DAG build, naming the key.
 Backbone = Annotated[str, AfterValidator(_known_backbone)]
+
+
+def _weights_of(library: str | None) -> Any:
+    def known(name: str) -> str:
+        weight_source(name, library=library)
+        return name
+
+    return Annotated[str, AfterValidator(known)]
+
+
+#: Weights sources read by one library (or by any, ``Weights``), checked like ``Backbone``.
+DiffusersWeights = _weights_of("diffusers")
+OpenClipWeights = _weights_of("open_clip")
+Weights = _weights_of(None)
 
 
 def check_unet_schedule(params: Any) -> None:
@@ -114,5 +128,6 @@ class MethodParams(BaseModel):
         return {name: data[name] for name in wanted}
 
 
-__all__ = ["Backbone", "MethodParams", "Protocol", "TIERS", "Tier", "check_unet_schedule",
-           "infer", "parse_params", "score", "train"]
+__all__ = ["Backbone", "DiffusersWeights", "MethodParams", "OpenClipWeights", "Protocol",
+           "TIERS", "Tier", "Weights", "check_unet_schedule", "infer", "parse_params", "score",
+           "train"]

@@ -14,29 +14,21 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
-
 from diffad.methods.base import MethodKind, Requirements, Scored
-from diffad.methods.params import MethodParams, infer, score, train
+from diffad.methods.params import MethodParams, OpenClipWeights, infer, score, train
 from diffad.methods.registry import register_method
 from diffad.scoring.fusion import gaussian_smooth, top_k_mean
 from diffad.scoring.outputs import Outputs
-from diffad.weights import weight_source
 
 
 class ClipPatchParams(MethodParams):
-    clip_weights: str = train("clip_vit_b32", "open_clip source (the report's ViT-B/32)")
+    clip_weights: OpenClipWeights = train("clip_vit_b32", "open_clip source (the report's "
+                                                          "ViT-B/32)")
     batch_size: int = train(32, ge=1)
     infer_batch_size: int = infer(32, ge=1)
     image_score: Literal["max", "top_k"] = score("max", "the map's maximum, or top-k mean")
     top_k: int = score(10, "pixels averaged by `top_k`", ge=1)
     sigma: float = score(4.0, "Gaussian smoothing of the map, pixels", ge=0)
-
-    @field_validator("clip_weights")
-    @classmethod
-    def _open_clip(cls, name: str) -> str:
-        weight_source(name, library="open_clip")
-        return name
 
 
 @register_method

@@ -25,7 +25,13 @@ from typing import Literal
 from pydantic import model_validator
 
 from diffad.methods.base import Artefact, MethodKind, Requirements, Scored
-from diffad.methods.params import check_unet_schedule, infer, train
+from diffad.methods.params import (
+    DiffusersWeights,
+    OpenClipWeights,
+    check_unet_schedule,
+    infer,
+    train,
+)
 from diffad.methods.reconstruction import (
     HybridScoreParams,
     hybrid_score,
@@ -33,18 +39,18 @@ from diffad.methods.reconstruction import (
 )
 from diffad.methods.registry import register_method
 from diffad.scoring.outputs import Outputs
-from diffad.weights import weight_source
 
 
 class LatentUnetParams(HybridScoreParams):
     space: Literal["latent", "pixel"] = train(
         "latent", "`latent`: SD VAE latents (the report); `pixel`: images (the notebook)")
-    vae_weights: str = train("sd15", "diffusers source of the VAE (a pipeline's `vae`)")
+    vae_weights: DiffusersWeights = train("sd15", "diffusers source of the VAE (a pipeline's "
+                                                  "`vae`)")
     autoencoder: str | None = train(
         None, "an `autoencoders:` entry in place of `vae_weights`: the VAE finetuned on the "
         "category's normal images (paper 003's stage; its resolution and input "
         "normalisation are used)")
-    unet_weights: str | None = train(
+    unet_weights: DiffusersWeights | None = train(
         None, "diffusers UNet2DModel source to finetune (the notebook: ddpm_celebahq_256); "
         "None: a UNet of the sizes below from scratch")
     resolution: int = train(256, "side of the images (latent: the VAE's input; pixel: the "
@@ -69,15 +75,11 @@ class LatentUnetParams(HybridScoreParams):
     steps: int = infer(30, "DDIM steps of the full schedule (int(steps x strength) run)", ge=1)
     sample_steps: int = infer(250, "`clean`: DDPM steps from t = 999 to 0", ge=1)
     generator_seed: int = infer(42, ge=0)
-    clip_weights: str = infer("clip_vit_b32", "open_clip source of the CLIP term")
+    clip_weights: OpenClipWeights = infer("clip_vit_b32", "open_clip source of the CLIP term")
     infer_batch_size: int = infer(8, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> LatentUnetParams:
-        weight_source(self.vae_weights, library="diffusers")
-        weight_source(self.clip_weights, library="open_clip")
-        if self.unet_weights is not None:
-            weight_source(self.unet_weights, library="diffusers")
         if self.space == "latent" and self.resolution % 8:
             raise ValueError(f"resolution: {self.resolution} must be a multiple of 8 in "
                              "latent space (the VAE's downsampling)")

@@ -31,7 +31,7 @@ from typing import Literal
 from pydantic import model_validator
 
 from diffad.methods.base import MethodKind, Requirements, Scored
-from diffad.methods.params import infer, train
+from diffad.methods.params import DiffusersWeights, OpenClipWeights, infer, train
 from diffad.methods.reconstruction import (
     HybridScoreParams,
     hybrid_score,
@@ -39,7 +39,6 @@ from diffad.methods.reconstruction import (
 )
 from diffad.methods.registry import register_method
 from diffad.scoring.outputs import Outputs
-from diffad.weights import weight_source
 
 #: The report's prompts (Sec. 3.1); the notebook's are named variants.
 PROMPT = "a flawless {category}"
@@ -47,7 +46,7 @@ NEGATIVE_PROMPT = "holes, stains, defects, damaged, distortion"
 
 
 class SdImg2ImgParams(HybridScoreParams):
-    weights: str = train("sd15", "diffusers Stable Diffusion pipeline source")
+    weights: DiffusersWeights = train("sd15", "diffusers Stable Diffusion pipeline source")
     # LoRA (train tier: one adapter per category, shared by every img2img setting)
     lora: bool = train(False, "train a LoRA of the UNet's attention on the normal images")
     lora_rank: int = train(8, ge=1)
@@ -72,13 +71,11 @@ class SdImg2ImgParams(HybridScoreParams):
     generator_seed: int = infer(42, "seed of every batch's noise (the notebook's 42)", ge=0)
     sd_resolution: int = infer(512, "side at which SD reconstructs (images are upscaled "
                                     "and the result resized back)", ge=8)
-    clip_weights: str = infer("clip_vit_b32", "open_clip source of the CLIP term")
+    clip_weights: OpenClipWeights = infer("clip_vit_b32", "open_clip source of the CLIP term")
     infer_batch_size: int = infer(4, ge=1)
 
     @model_validator(mode="after")
-    def _sources(self) -> SdImg2ImgParams:
-        weight_source(self.weights, library="diffusers")
-        weight_source(self.clip_weights, library="open_clip")
+    def _consistent(self) -> SdImg2ImgParams:
         if self.sd_resolution % 8 or self.lora_resolution % 8:
             raise ValueError("sd_resolution and lora_resolution must be multiples of 8 "
                              "(the VAE's downsampling)")

@@ -37,11 +37,18 @@ from typing import Literal
 from pydantic import field_validator, model_validator
 
 from diffad.methods.base import Artefact, MethodKind, Requirements, Scored
-from diffad.methods.params import MethodParams, infer, score, train
+from diffad.methods.params import (
+    DiffusersWeights,
+    MethodParams,
+    Weights,
+    infer,
+    score,
+    train,
+)
 from diffad.methods.registry import register_method
 from diffad.scoring.fusion import avg_pool_max, gaussian_smooth
 from diffad.scoring.outputs import Outputs
-from diffad.weights import check_backbone, weight_source
+from diffad.weights import check_backbone
 
 _SPEC = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(:(?P<layers>-?\d+(,-?\d+)*))?"
                    r"(@(?P<side>\d+))?$")
@@ -87,8 +94,9 @@ class VlmDiffParams(MethodParams):
     autoencoder: str = train(
         "sd15_ft", "the `autoencoders:` entry: its model folder encodes and decodes (its "
         "resolution and input normalisation are the diffusion model's)")
-    unet_weights: str = train("sd15", "diffusers source of the UNet (a pipeline's `unet`)")
-    text_encoder: str = train(
+    unet_weights: DiffusersWeights = train("sd15", "diffusers source of the UNet (a "
+                                                   "pipeline's `unet`)")
+    text_encoder: Weights = train(
         "sd15", "source of the text encoder: a diffusers pipeline's CLIP text tower, or a "
         "transformers model (the default's MiniLM)")
     max_text_tokens: int = train(77, "caption tokens; longer captions are cut (CLIP's 77)", ge=1)
@@ -170,9 +178,6 @@ class VlmDiffParams(MethodParams):
         if not denoising_grid(self):
             raise ValueError(f"start_timestep: {self.start_timestep} lies below every DDIM "
                              "step (the last is 1)")
-        for name in {self.unet_weights}:
-            weight_source(name, library="diffusers")
-        weight_source(self.text_encoder)
         return self
 
 
