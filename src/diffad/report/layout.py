@@ -28,6 +28,7 @@ from diffad.report.columns import (
     DELTA,
     HEADERS,
     MEAN,
+    OPTIONAL_QUALITY,
     PAPER,
     PROTOCOL,
     SPREAD,
@@ -175,9 +176,10 @@ def _cell(row: pd.Series, column: Column) -> Cell:
         if spread is not None and not pd.isna(spread):
             return Cell(f"{value:.1f} ± {spread:.1f}")
         return Cell(f"{value:.1f}")
-    # Ours is n/a only where it cannot be defined; the rest has nothing to compare.
-    undefined = column.kind == "ours" or (column.kind == "protocol"
-                                          and row["protocol"] != UNIFIED)
+    # Ours is n/a only where it cannot be defined; the rest has nothing to compare, and an
+    # optional statistic (SSIM) belongs to the kinds that reconstruct.
+    undefined = (column.kind == "ours" and column.source not in OPTIONAL_QUALITY) or (
+        column.kind == "protocol" and row["protocol"] != UNIFIED)
     if not undefined:
         return Cell(NONE)
     return Cell(NA, _reason(row["note"]) or "not computed")
@@ -207,6 +209,9 @@ def _caption(table: pd.DataFrame, metrics: Sequence[str], shown: list[Column],
     kinds = {c.kind for c in shown}
     sentences = [f"{_join([HEADERS[m] for m in metrics])} (%) per category and their mean "
                  f"over the categories"]
+    if "ssim" in metrics:
+        sentences.append("SSIM: the mean structural similarity of the test images and their "
+                         "reconstructions, for the methods that reconstruct")
     if "protocol" in kinds:
         names = sorted(set(protocols.values()))
         which = (f" ({', '.join(f'{m}: {p}' for m, p in protocols.items())})" if len(names) > 1
@@ -224,7 +229,8 @@ def _caption(table: pd.DataFrame, metrics: Sequence[str], shown: list[Column],
         sentences.append("Partial: " + "; ".join(partial))
     if notes:
         sentences.append("n/a: cannot be defined (" + "; ".join(notes) + ")")
-    if any(cell.text == NONE for g in groups for r in g.rows for cell in r.cells):
+    compared = [i for i, c in enumerate(shown) if c.source not in OPTIONAL_QUALITY]
+    if any(r.cells[i].text == NONE for g in groups for r in g.rows for i in compared):
         sentences.append("–: nothing to compare (no published value or no paper protocol)")
     return ". ".join(sentences) + "."
 
