@@ -72,7 +72,7 @@ def test_base_overrides_and_replacing_a_builtin():
     ({"family": "blip2", "weights": "no_such_weights"}, "captioners.x.weights: unknown"),
     ({"family": "blip2", "weights": "dino_vits8"}, "read by timm, not transformers"),
     ({"family": "llava", "weights": "tiny_blip2"}, "captioners.x.family"),
-    ({"base": "no_such_captioner"}, "captioners.x.base: unknown built-in captioner"),
+    ({"base": "no_such_captioner"}, "captioners.x.base: unknown built-in 'no_such_captioner'"),
     ({"base": "tiny_blip2", "beams": 2}, "captioners.x: unknown parameter(s) ['beams']"),
     ({"base": "tiny_blip2", "prompt": ""}, "captioners.x.prompt"),
 ])

@@ -10,6 +10,7 @@ config entry into one and turns pydantic's errors into one
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -63,4 +64,39 @@ def _message(error: dict[str, Any]) -> str:
     return f"{error['msg']}, got {value!r}"
 
 
-__all__ = ["parse_params"]
+#: Names of config entries that become folders and Snakemake wildcard values.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def resolve_named(block: dict[str, Any] | None, builtins: dict[str, dict[str, Any]],
+                  params_cls: type[Model], where: str) -> dict[str, Model]:
+    """Named entries of a config block (``captioners:``, ``autoencoders:``) on top of
+    built-ins, each validated into ``params_cls``.
+
+    An entry may say ``base: <built-in>`` to start from that built-in's values; an
+    entry named like a built-in replaces it. Raises ConfigError naming
+    ``<where>.<name>[.<key>]`` for a bad name, an unknown base or a bad value.
+    """
+    if block is not None and not isinstance(block, dict):
+        raise ConfigError(f"{where}: expected a mapping of name -> entry, got {block!r}")
+    entries: dict[str, dict[str, Any]] = {name: dict(v) for name, v in builtins.items()}
+    for name, entry in (block or {}).items():
+        key = f"{where}.{name}"
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise ConfigError(f"{key}: a name may hold only letters, digits, '_', '.' and "
+                              f"'-' (it names folders and wildcards)")
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{key}: expected a mapping of settings, got {entry!r}")
+        values = dict(entry)
+        base = values.pop("base", None)
+        if base is not None:
+            if base not in builtins:
+                raise ConfigError(f"{key}.base: unknown built-in {base!r}; known: "
+                                  f"{', '.join(builtins)}")
+            values = {**builtins[base], **values}
+        entries[name] = values
+    return {name: parse_params(params_cls, values, f"{where}.{name}")
+            for name, values in entries.items()}
+
+
+__all__ = ["NAME_PATTERN", "parse_params", "resolve_named"]

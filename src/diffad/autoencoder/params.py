@@ -35,8 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from diffad.errors import ConfigError
-from diffad.settings import parse_params
+from diffad.settings import resolve_named
 from diffad.weights import check_backbone, weight_source
 
 if TYPE_CHECKING:
@@ -125,24 +124,7 @@ def builtin_autoencoders() -> dict[str, dict[str, Any]]:
 def resolve_autoencoders(block: dict[str, Any] | None) -> dict[str, AutoencoderParams]:
     """The built-ins plus the config's ``autoencoders:`` entries (an entry of a built-in's
     name replaces it), each validated; ConfigError naming ``autoencoders.<name>.<key>``."""
-    builtins = builtin_autoencoders()
-    entries: dict[str, dict[str, Any]] = dict(builtins)
-    if block is not None and not isinstance(block, dict):
-        raise ConfigError(f"autoencoders: expected {{name: settings}}, got {block!r}")
-    for name, entry in (block or {}).items():
-        where = f"autoencoders.{name}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: expected a mapping of settings, got {entry!r}")
-        values = dict(entry)
-        base = values.pop("base", None)
-        if base is not None:
-            if base not in builtins:
-                raise ConfigError(f"{where}.base: unknown built-in autoencoder {base!r}; one "
-                                  f"of {sorted(builtins)}")
-            values = {**builtins[base], **values}
-        entries[str(name)] = values
-    return {name: parse_params(AutoencoderParams, values, f"autoencoders.{name}")
-            for name, values in entries.items()}
+    return resolve_named(block, builtin_autoencoders(), AutoencoderParams, "autoencoders")
 
 
 def normalize(images: torch.Tensor, normalization: Normalization) -> torch.Tensor:

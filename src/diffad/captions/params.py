@@ -20,13 +20,11 @@ A bad value fails when the config is read, naming the key
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from diffad.errors import ConfigError
-from diffad.settings import parse_params
+from diffad.settings import NAME_PATTERN, resolve_named
 from diffad.weights import weight_source
 
 #: Named prompts; a captioner's ``prompt`` is one of these names or literal text.
@@ -45,8 +43,6 @@ PROMPTS: dict[str, str] = {
 #: How a model is asked for a caption (:mod:`diffad.captions.families`).
 Family = Literal["blip2", "internvl_chat", "image_text_to_text"]
 
-# Captioner names are folder names and Snakemake wildcard values.
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 def _transformers_source(name: str) -> str:
@@ -123,26 +119,7 @@ def resolve_captioners(block: dict[str, Any] | None) -> dict[str, CaptionerParam
         ConfigError: a bad name, an unknown base, or a bad value (naming
             ``captioners.<name>.<key>``).
     """
-    if block is not None and not isinstance(block, dict):
-        raise ConfigError(f"captioners: expected a mapping of name -> entry, got {block!r}")
-    entries: dict[str, dict[str, Any]] = {name: dict(v) for name, v in BUILTIN_CAPTIONERS.items()}
-    for name, entry in (block or {}).items():
-        where = f"captioners.{name}"
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            raise ConfigError(f"{where}: a captioner name may hold only letters, digits, "
-                              f"'_', '.' and '-' (it names folders and wildcards)")
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: expected a mapping of parameters, got {entry!r}")
-        values = dict(entry)
-        base = values.pop("base", None)
-        if base is not None:
-            if base not in BUILTIN_CAPTIONERS:
-                raise ConfigError(f"{where}.base: unknown built-in captioner {base!r}; known: "
-                                  f"{', '.join(BUILTIN_CAPTIONERS)}")
-            values = {**BUILTIN_CAPTIONERS[base], **values}
-        entries[name] = values
-    return {name: parse_params(CaptionerParams, values, f"captioners.{name}")
-            for name, values in entries.items()}
+    return resolve_named(block, BUILTIN_CAPTIONERS, CaptionerParams, "captioners")
 
 
 __all__ = ["BUILTIN_CAPTIONERS", "PROMPTS", "CaptionerParams", "Family", "NAME_PATTERN",
