@@ -82,10 +82,11 @@ class SdImg2ImgModel(AnomalyModel):
         vae.requires_grad_(False)
         unet.add_adapter(LoraConfig(r=p.lora_rank, lora_alpha=p.lora_alpha,
                                     init_lora_weights="gaussian", target_modules=LORA_TARGETS))
-        # The prompt's embedding once (the script's --pre_compute_text_embeddings).
+        # The prompt's embedding once (the script's --pre_compute_text_embeddings), by the
+        # text encoder where it was loaded (the CPU), then moved to the UNet's device.
         prompt = p.lora_prompt.format(category=self.category)
         with torch.no_grad():
-            text = pipe.encode_prompt(prompt, device, 1, False)[0]
+            text = pipe.encode_prompt(prompt, torch.device("cpu"), 1, False)[0].to(device)
         trainable = [q for q in unet.parameters() if q.requires_grad]
         trainer = Trainer(
             {"unet": unet}, torch.optim.AdamW(trainable, lr=p.lora_learning_rate,
