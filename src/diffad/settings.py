@@ -11,11 +11,12 @@ config entry into one and turns pydantic's errors into one
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 from diffad.errors import ConfigError
+from diffad.weights import weight_source
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -64,6 +65,23 @@ def _message(error: dict[str, Any]) -> str:
     return f"{error['msg']}, got {value!r}"
 
 
+def _weights_of(library: str | None) -> Any:
+    def known(name: str) -> str:
+        weight_source(name, library=library)  # a ConfigError naming the known sources
+        return name
+
+    return Annotated[str, AfterValidator(known)]
+
+
+#: Fields naming a pretrained weights source (:mod:`diffad.weights`) read by one library
+#: (``Backbone``: timm) or by any (``Weights``): an unknown name, or one of another
+#: library, fails when the config is read, naming the key.
+Backbone = _weights_of("timm")
+DiffusersWeights = _weights_of("diffusers")
+OpenClipWeights = _weights_of("open_clip")
+TransformersWeights = _weights_of("transformers")
+Weights = _weights_of(None)
+
 #: Names of config entries that become folders and Snakemake wildcard values.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -99,4 +117,5 @@ def resolve_named(block: dict[str, Any] | None, builtins: dict[str, dict[str, An
             for name, values in entries.items()}
 
 
-__all__ = ["NAME_PATTERN", "parse_params", "resolve_named"]
+__all__ = ["NAME_PATTERN", "Backbone", "DiffusersWeights", "OpenClipWeights",
+           "TransformersWeights", "Weights", "parse_params", "resolve_named"]

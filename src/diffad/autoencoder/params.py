@@ -24,37 +24,18 @@ is built, naming ``autoencoders.<name>.<key>``. This module imports no torch:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from diffad.settings import resolve_named
-from diffad.weights import check_backbone, weight_source
+from diffad.data.images import IMAGENET_MEAN, IMAGENET_STD
+from diffad.settings import Backbone, DiffusersWeights, resolve_named
 
 if TYPE_CHECKING:
     import torch
 
+#: The VAE's pixel space: ImageNet's statistics (the authors' dataloaders) or [-1, 1].
 Normalization = Literal["imagenet", "symmetric"]
-#: ImageNet channel statistics: the authors' dataloaders normalise with them.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _diffusers_source(name: str) -> str:
-    weight_source(name, library="diffusers")
-    return name
-
-
-def _timm_source(name: str) -> str:
-    check_backbone(name)
-    return name
 
 
 class AutoencoderParams(BaseModel):
@@ -62,7 +43,7 @@ class AutoencoderParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
 
-    weights: Annotated[str, AfterValidator(_diffusers_source)] = Field(
+    weights: DiffusersWeights = Field(
         description="diffusers weights source: a pipeline (`sd15`: its `vae/` is used) or a "
         "single AutoencoderKL (`sd_vae_ft_mse`, `tiny_sd_vae`)")
     finetune: bool = Field(True, description="finetune on the normal train images; false: the "
@@ -77,7 +58,7 @@ class AutoencoderParams(BaseModel):
     learning_rate: float = Field(4.5e-5, gt=0)
     kl_weight: float = Field(1e-6, ge=0)
     perceptual_weight: float = Field(1.0, ge=0)
-    perceptual: Annotated[str, AfterValidator(_timm_source)] = Field(
+    perceptual: Backbone = Field(
         "vgg16", description="timm weights source of LPIPS's network (vgg16: the official "
         "calibrated LPIPS; others: uniform channel weights)")
     disc_weight: float = Field(0.5, ge=0)

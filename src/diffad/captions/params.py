@@ -20,12 +20,11 @@ A bad value fails when the config is read, naming the key
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from diffad.settings import NAME_PATTERN, resolve_named
-from diffad.weights import weight_source
+from diffad.settings import NAME_PATTERN, TransformersWeights, resolve_named
 
 #: Named prompts; a captioner's ``prompt`` is one of these names or literal text.
 PROMPTS: dict[str, str] = {
@@ -42,16 +41,6 @@ PROMPTS: dict[str, str] = {
 
 #: How a model is asked for a caption (:mod:`diffad.captions.families`).
 Family = Literal["blip2", "internvl_chat", "image_text_to_text"]
-
-
-
-def _transformers_source(name: str) -> str:
-    weight_source(name, library="transformers")  # ConfigError (a ValueError) names the known
-    return name
-
-
-#: A registered transformers weights source (:mod:`diffad.weights.sources`).
-TransformersWeights = Annotated[str, AfterValidator(_transformers_source)]
 
 
 class CaptionerParams(BaseModel):

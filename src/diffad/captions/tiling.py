@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+from diffad.data.images import IMAGENET_MEAN, IMAGENET_STD
 
 
 def tile_grid(width: int, height: int, tile_size: int = 448, min_tiles: int = 1,

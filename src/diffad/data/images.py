@@ -55,6 +55,11 @@ from PIL import Image
 
 from diffad.errors import DatasetError
 
+#: ImageNet's channel statistics, with which many networks' inputs are normalised (the
+#: authors' code of papers 003 and InternVL2 normalise images with them).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
 #: File extensions (lower case) accepted as images in folder layouts.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

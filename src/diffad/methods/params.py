@@ -27,12 +27,17 @@ config path of the key in the message::
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from diffad.settings import parse_params
-from diffad.weights import check_backbone, weight_source
+from diffad.settings import (
+    Backbone,
+    DiffusersWeights,
+    OpenClipWeights,
+    Weights,
+    parse_params,
+)
 
 Tier = Literal["train", "infer", "score"]
 TIERS: tuple[Tier, ...] = ("train", "infer", "score")
@@ -58,30 +63,6 @@ def infer(default: Any, description: str | None = None, **bounds: Any) -> Any:
 def score(default: Any, description: str | None = None, **bounds: Any) -> Any:
     """A parameter of the score tier: applied by evaluate to the stored outputs."""
     return _field("score", default, description, **bounds)
-
-
-def _known_backbone(name: str) -> str:
-    check_backbone(name)
-    return name
-
-
-#: A pretrained timm network named by its weights source (:mod:`diffad.weights`): an
-#: unknown name fails at DAG build, naming the key.
-Backbone = Annotated[str, AfterValidator(_known_backbone)]
-
-
-def _weights_of(library: str | None) -> Any:
-    def known(name: str) -> str:
-        weight_source(name, library=library)
-        return name
-
-    return Annotated[str, AfterValidator(known)]
-
-
-#: Weights sources read by one library (or by any, ``Weights``), checked like ``Backbone``.
-DiffusersWeights = _weights_of("diffusers")
-OpenClipWeights = _weights_of("open_clip")
-Weights = _weights_of(None)
 
 
 def check_unet_schedule(params: Any) -> None:
