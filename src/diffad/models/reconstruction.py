@@ -8,7 +8,7 @@ Per image (B,):
 ``clip``
     1 - cosine similarity of the CLIP image embeddings of input and
     reconstruction (the report's S_CLIP; its notebook: OpenAI's ViT-B/32,
-    the projected 512-d embeddings, CLIP's 224-px preprocessing);
+    the projected 512-d embeddings, CLIP's 224-px input; :class:`ClipVision`);
 ``ssim``
     1 - SSIM (scikit-image, Gaussian-free 7 x 7 windows, colour channels
     averaged, data range 1).
@@ -22,36 +22,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from diffad.device import autocast
-from diffad.models.resize import resize
+from diffad.models.clip import ClipVision
 from diffad.runtime import Runtime
-from diffad.weights import load_open_clip
 
 
 class ClipImageDistance(torch.nn.Module):
-    """``1 - cos(CLIP(x), CLIP(x_hat))`` with a frozen open_clip image tower."""
+    """``1 - cos(CLIP(x), CLIP(x_hat))`` of the projected embeddings of a frozen CLIP tower."""
 
     def __init__(self, name: str, runtime: Runtime):
         super().__init__()
-        model, _, _ = load_open_clip(name, runtime.weights_root)
-        self.visual = model.visual.to(runtime.device).eval().requires_grad_(False)
-        side = self.visual.image_size
-        self.side = side[0] if isinstance(side, (tuple, list)) else int(side)
-        self.register_buffer("mean", torch.tensor(self.visual.image_mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(self.visual.image_std).view(1, 3, 1, 1))
-        self.device = runtime.device
-        self.to(runtime.device)
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, D) projected embeddings of (B, 3, H, W) square images in [0, 1] (CLIP's
-        preprocessing: bicubic to its side; a square image needs no centre crop)."""
-        x = resize(images.clamp(0, 1), self.side)
-        with autocast(self.device):
-            return self.visual((x - self.mean) / self.std).float()
+        self.vision = ClipVision(name, runtime)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-        a, b = self.embed(images), self.embed(reconstructions)
+        a, b = self.vision(images)[0], self.vision(reconstructions)[0]
         return 1 - torch.nn.functional.cosine_similarity(a, b, dim=1)
 
 

@@ -10,13 +10,12 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from diffad.data.loader import image_batches
-from diffad.device import autocast
 from diffad.methods.base import AnomalyModel, Artefacts, Prediction
 from diffad.methods.clip_patch import ClipPatchParams
-from diffad.models.resize import resize, upsample_maps
+from diffad.models.clip import ClipVision
+from diffad.models.resize import upsample_maps
 from diffad.runtime import Runtime
 from diffad.training import TrainingSession
-from diffad.weights import load_open_clip
 
 BANK_FILE = "memory_bank.safetensors"
 
@@ -25,23 +24,12 @@ class ClipPatchModel(AnomalyModel):
     def __init__(self, params: ClipPatchParams, runtime: Runtime,
                  artefacts: Artefacts | None = None):
         super().__init__(params, runtime, artefacts)
-        model, _, _ = load_open_clip(params.clip_weights, runtime.weights_root)
-        self.visual = model.visual.to(runtime.device).eval().requires_grad_(False)
-        self.visual.output_tokens = True
-        side = self.visual.image_size
-        self.side = side[0] if isinstance(side, (tuple, list)) else int(side)
-        self.mean = torch.tensor(self.visual.image_mean, device=runtime.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(self.visual.image_std, device=runtime.device).view(1, 3, 1, 1)
+        self.vision = ClipVision(params.clip_weights, runtime)
         self.bank: torch.Tensor | None = None
 
-    @torch.no_grad()
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, P, D) unit patch tokens of (B, 3, H, W) images in [0, 1] (after the final
-        layer norm; CLIP's preprocessing: bicubic to its side)."""
-        x = (resize(images.to(self.runtime.device), self.side) - self.mean) / self.std
-        with autocast(self.runtime.device):
-            _, tokens = self.visual(x)
-        return F.normalize(tokens.float(), dim=-1)
+        """(B, P, D) unit patch tokens of (B, 3, H, W) images in [0, 1]."""
+        return F.normalize(self.vision(images)[1], dim=-1)
 
     def fit(self, train: pd.DataFrame, session: TrainingSession) -> pd.DataFrame:
         batches = image_batches(train["image_path"].tolist(), self.runtime,
@@ -63,7 +51,7 @@ class ClipPatchModel(AnomalyModel):
                           maps={"patch": maps})
 
     def num_parameters(self) -> int:
-        return sum(q.numel() for q in self.visual.parameters())
+        return sum(q.numel() for q in self.vision.parameters())
 
     def save_networks(self, folder: Path) -> None:
         Path(folder).mkdir(parents=True, exist_ok=True)
