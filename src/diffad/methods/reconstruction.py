@@ -35,6 +35,12 @@ class HybridScoreParams(MethodParams):
     sigma: float = score(0.0, "Gaussian smoothing of the map, pixels", ge=0)
 
 
+def img2img_steps(steps: int, strength: float) -> int:
+    """The denoising steps a reconstruction from ``strength`` runs on a grid of ``steps``
+    (diffusers' img2img rule: the last int(steps x strength) steps of the grid)."""
+    return min(int(steps * strength), steps)
+
+
 def needs_train_statistics(params: HybridScoreParams) -> bool:
     return params.standardize == "train"
 
@@ -52,4 +58,4 @@ def hybrid_score(params: HybridScoreParams, outputs: Outputs) -> Scored:
                   statistics={"ssim": ssim})
 
 
-__all__ = ["HybridScoreParams", "hybrid_score", "needs_train_statistics"]
+__all__ = ["HybridScoreParams", "hybrid_score", "img2img_steps", "needs_train_statistics"]

@@ -35,6 +35,7 @@ from diffad.methods.params import (
 from diffad.methods.reconstruction import (
     HybridScoreParams,
     hybrid_score,
+    img2img_steps,
     needs_train_statistics,
 )
 from diffad.methods.registry import register_method
@@ -83,7 +84,7 @@ class LatentUnetParams(HybridScoreParams):
         if self.space == "latent" and self.resolution % 8:
             raise ValueError(f"resolution: {self.resolution} must be a multiple of 8 in "
                              "latent space (the VAE's downsampling)")
-        if self.start == "noised" and int(self.steps * self.strength) < 1:
+        if self.start == "noised" and img2img_steps(self.steps, self.strength) < 1:
             raise ValueError(f"steps x strength = {self.steps} x {self.strength} runs no "
                              "denoising step")
         if self.sample_steps > self.train_timesteps:
@@ -111,7 +112,7 @@ class LatentUnet(MethodKind):
     def nfe(cls, params: LatentUnetParams) -> int:
         if params.start == "clean":
             return params.sample_steps
-        return int(params.steps * params.strength)
+        return img2img_steps(params.steps, params.strength)
 
     @classmethod
     def reconstructs_by_strength(cls, params: LatentUnetParams) -> bool:

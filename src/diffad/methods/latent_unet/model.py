@@ -15,6 +15,7 @@ from diffad.device import autocast
 from diffad.errors import ConfigError
 from diffad.methods.base import AnomalyModel, Artefacts, Prediction
 from diffad.methods.latent_unet import LatentUnetParams
+from diffad.methods.reconstruction import img2img_steps
 from diffad.models.reconstruction import ClipImageDistance, reconstruction_detectors
 from diffad.models.resize import resize
 from diffad.models.unet import build_unet2d
@@ -27,11 +28,13 @@ class LatentUnetModel(AnomalyModel):
     def __init__(self, params: LatentUnetParams, runtime: Runtime,
                  artefacts: Artefacts | None = None):
         super().__init__(params, runtime, artefacts)
-        from diffusers import DDPMScheduler
+        from diffusers import DDIMScheduler, DDPMScheduler
 
         self.noise_schedule = DDPMScheduler(
             num_train_timesteps=params.train_timesteps, beta_schedule=params.beta_schedule,
             beta_start=params.beta_start, beta_end=params.beta_end, clip_sample=False)
+        self.sampler = DDIMScheduler.from_config(self.noise_schedule.config, steps_offset=1,
+                                                 set_alpha_to_one=False)
         self.unet = None
         self._vae = None
         #: how images enter the VAE: SD's [-1, 1], or the finetuned autoencoder's own
@@ -150,19 +153,14 @@ class LatentUnetModel(AnomalyModel):
                 eps = self.unet(z, torch.full((len(z),), t, device=device)).sample
                 z = self.noise_schedule.step(eps, t, z, generator=generator).prev_sample
             return self.decode(z)
-        from diffusers import DDIMScheduler
-
-        sampler = DDIMScheduler.from_config(self.noise_schedule.config, steps_offset=1,
-                                            set_alpha_to_one=False)
-        sampler.set_timesteps(p.steps)
-        # diffusers' img2img rule: the last int(steps x strength) steps of the grid.
-        timesteps = sampler.timesteps[p.steps - int(p.steps * p.strength):]
+        self.sampler.set_timesteps(p.steps)
+        timesteps = self.sampler.timesteps[p.steps - img2img_steps(p.steps, p.strength):]
         noise = torch.randn(z.shape, generator=generator).to(device)
         z = self.noise_schedule.add_noise(z, noise, timesteps[:1].repeat(len(z)).to(device))
         for t in timesteps:
             with autocast(device):
                 eps = self.unet(z, t.to(device).repeat(len(z))).sample.float()
-            z = sampler.step(eps, t, z).prev_sample
+            z = self.sampler.step(eps, t, z).prev_sample
         return self.decode(z)
 
     @torch.no_grad()

@@ -35,6 +35,7 @@ from diffad.methods.params import DiffusersWeights, OpenClipWeights, infer, trai
 from diffad.methods.reconstruction import (
     HybridScoreParams,
     hybrid_score,
+    img2img_steps,
     needs_train_statistics,
 )
 from diffad.methods.registry import register_method
@@ -79,15 +80,10 @@ class SdImg2ImgParams(HybridScoreParams):
         if self.sd_resolution % 8 or self.lora_resolution % 8:
             raise ValueError("sd_resolution and lora_resolution must be multiples of 8 "
                              "(the VAE's downsampling)")
-        if int(self.steps * self.strength) < 1:
+        if img2img_steps(self.steps, self.strength) < 1:
             raise ValueError(f"steps x strength = {self.steps} x {self.strength} runs no "
                              "denoising step")
         return self
-
-
-def img2img_steps(steps: int, strength: float) -> int:
-    """The denoising steps diffusers' img2img runs: int(steps x strength)."""
-    return min(int(steps * strength), steps)
 
 
 @register_method
@@ -119,4 +115,4 @@ class SdImg2Img(MethodKind):
         return hybrid_score(params, outputs)
 
 
-__all__ = ["NEGATIVE_PROMPT", "PROMPT", "SdImg2Img", "SdImg2ImgParams", "img2img_steps"]
+__all__ = ["NEGATIVE_PROMPT", "PROMPT", "SdImg2Img", "SdImg2ImgParams"]
