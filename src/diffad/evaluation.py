@@ -21,12 +21,11 @@ import pandas as pd
 
 from diffad.data import load_mask
 from diffad.methods import Scored, kind_of, params_of
+from diffad.methods.base import STATISTICS
 from diffad.metrics import IMAGE_KEYS, PIXEL_KEYS, evaluate_protocol
 from diffad.scoring.outputs import Outputs, read_outputs
 
 QUALITY = IMAGE_KEYS + PIXEL_KEYS
-#: Statistics a score tier may add to the metrics row (in [0, 1], tabulated in percent).
-STATISTICS = ("ssim",)
 
 
 def apply_score_tier(method_cfg: dict[str, Any], scores_path: str, maps_path: str,

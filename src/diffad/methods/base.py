@@ -48,6 +48,10 @@ if TYPE_CHECKING:  # torch-side types; this module stays importable without torc
     from diffad.scoring.outputs import Outputs
     from diffad.training import TrainingSession
 
+#: Split-level statistics a score tier may report beside the metrics (:class:`Scored`), in
+#: [0, 1]: ``ssim``, the mean SSIM of the test images and their reconstructions.
+STATISTICS = ("ssim",)
+
 #: Model folder files: the kind and parameters, and the completeness marker.
 MODEL_CONFIG = "config.json"
 MODEL_MARKER = "metadata.json"
@@ -236,6 +240,6 @@ def read_model_config(folder: str | Path) -> dict[str, Any]:
     return json.loads((Path(folder) / MODEL_CONFIG).read_text())
 
 
-__all__ = ["ALL_CATEGORIES", "AnomalyModel", "Artefact", "Artefacts", "MODEL_CONFIG",
+__all__ = ["ALL_CATEGORIES", "STATISTICS", "AnomalyModel", "Artefact", "Artefacts", "MODEL_CONFIG",
            "MODEL_MARKER", "MethodKind", "Prediction", "Requirements", "Scored",
            "read_model_config"]

@@ -16,14 +16,16 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 
 from diffad.errors import ConfigError
+from diffad.methods.base import STATISTICS
 
-#: Quality metrics in [0, 1] in the metrics rows, in percent in the table; ``ssim`` is the
-#: mean SSIM of input and reconstruction that reconstruction kinds report (paper 000).
-QUALITY = ("i_auroc", "p_auroc", "aupro", "i_ap", "p_ap", "i_f1max", "p_f1max", "ssim")
+#: Shown by default beside the metrics where some row has a value: the statistics a score
+#: tier may report (``ssim``, the mean SSIM of input and reconstruction, paper 000).
+OPTIONAL_QUALITY = STATISTICS
+#: Quality metrics in [0, 1] in the metrics rows, in percent in the table.
+QUALITY = ("i_auroc", "p_auroc", "aupro", "i_ap", "p_ap", "i_f1max", "p_f1max",
+           *OPTIONAL_QUALITY)
 #: The three every paper prints: the default of the Markdown, LaTeX and HTML views.
 DEFAULT_QUALITY = ("i_auroc", "p_auroc", "aupro")
-#: Shown by default beside them where some row has a value.
-OPTIONAL_QUALITY = ("ssim",)
 #: Cost columns: latency per image, network evaluations, parameters, training seconds.
 COST = ("latency_ms", "nfe", "params", "train_s")
 #: Counts: integers in every output (the CSV never writes them as floats).
