@@ -12,25 +12,15 @@ present, on CUDA with mixed precision.
 from __future__ import annotations
 
 import argparse
-import time
 
 import timm
 import torch
+from timing import timed
 
-from diffad.device import autocast, synchronize
+from diffad.device import autocast
 from diffad.methods.latent_inversion import LatentInversionParams
 from diffad.methods.latent_inversion.model import build_unet
 from diffad.models.ddim import inversion_path, run_ddim, step_grid
-
-
-def timed(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
 
 
 def bench(device: torch.device, batch: int, repeats: int) -> None:

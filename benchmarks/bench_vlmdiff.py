@@ -18,11 +18,11 @@ unreachable here; time and memory do not depend on the weights). Prints
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from timing import timed
 
-from diffad.device import autocast, synchronize
+from diffad.device import autocast
 from diffad.methods.vlmdiff.control import DiadControl, controlled_unet, freeze_unet_encoder
 
 GIB = 1024**3
@@ -41,16 +41,6 @@ SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_blo
 
 def count(module: torch.nn.Module, trainable: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
-
-
-def timed(fn, device: torch.device, repeats: int) -> float:
-    fn()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / repeats
 
 
 def networks(device: torch.device):
