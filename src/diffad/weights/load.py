@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 from diffad.errors import WeightsError
 from diffad.weights.diffusers_weights import load_diffusers_folder
 from diffad.weights.folders import fetched_source
+from diffad.weights.hub import hub_offline
 from diffad.weights.open_clip_weights import load_open_clip_folder
+from diffad.weights.sources import weight_source
 from diffad.weights.timm_weights import load_timm_folder
 from diffad.weights.transformers_weights import load_transformers_folder
 
@@ -59,16 +61,12 @@ def load_text_encoder(name: str, root: str | os.PathLike) -> tuple[Any, Any]:
     """(text model, tokenizer): the ``text_encoder`` / ``tokenizer`` of a cached diffusers
     pipeline (SD v1.5's CLIP ViT-L/14 text tower), or a transformers source's model and
     tokenizer (the embedded default's MiniLM)."""
-    from diffad.weights.folders import weights_folder
-    from diffad.weights.hub import hub_offline
-    from diffad.weights.sources import weight_source
-
     if weight_source(name).library == "transformers":
         return load_transformers(name, root)
     folder, _ = fetched_source(name, root, "diffusers")
     if not (folder / "model_index.json").is_file():
-        raise WeightsError(f"pretrained weights {name!r} in {weights_folder(name, root)} hold "
-                           "no pipeline with a text_encoder and tokenizer")
+        raise WeightsError(f"pretrained weights {name!r} in {folder} hold no pipeline with a "
+                           "text_encoder and tokenizer")
     from transformers import AutoModel, AutoTokenizer
 
     with hub_offline():
