@@ -34,6 +34,7 @@ from diffad.weights.load import (
     load_text_encoder,
     load_timm,
     load_transformers,
+    stored_parameters,
 )
 from diffad.weights.sources import (
     LIBRARIES,
@@ -61,6 +62,7 @@ __all__ = [
     "load_timm",
     "load_transformers",
     "register_source",
+    "stored_parameters",
     "weight_source",
     "weights_folder",
 ]

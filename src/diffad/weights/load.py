@@ -9,6 +9,7 @@ library's own ``from_pretrained`` on the local folder with the hub offline and
 
 from __future__ import annotations
 
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,22 @@ def load_diffusers_component(name: str, root: str | os.PathLike, cls: str | type
     folder, source = fetched_source(name, root, "diffusers")
     subfolder = component if (folder / "model_index.json").is_file() else None
     return load_diffusers_folder(folder, source, cls, subfolder=subfolder, **kwargs)
+
+
+def stored_parameters(name: str, root: str | os.PathLike, components: tuple[str, ...]) -> int:
+    """Parameters of the ``components`` of a cached diffusers pipeline, counted from the
+    safetensors headers: no tensor is read (a train job that only records the count does
+    not load Stable Diffusion)."""
+    from safetensors import safe_open
+
+    folder, _ = fetched_source(name, root, "diffusers")
+    total = 0
+    for component in components:
+        for path in sorted((folder / component).glob("*.safetensors")):
+            with safe_open(str(path), framework="pt") as handle:
+                for key in handle.keys():
+                    total += math.prod(handle.get_slice(key).get_shape())
+    return total
 
 
 def load_text_encoder(name: str, root: str | os.PathLike) -> tuple[Any, Any]:

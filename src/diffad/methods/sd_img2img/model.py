@@ -16,7 +16,7 @@ from diffad.models.reconstruction import ClipImageDistance, reconstruction_detec
 from diffad.models.resize import resize
 from diffad.runtime import Runtime
 from diffad.training import Trainer, TrainerSettings, TrainingSession
-from diffad.weights import load_diffusers
+from diffad.weights import load_diffusers, stored_parameters
 
 #: diffusers' LoRA file in a model folder (``save_lora_weights`` / ``load_lora_weights``).
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -141,9 +141,9 @@ class SdImg2ImgModel(AnomalyModel):
     # ----------------------------------------------------------------- storage
 
     def num_parameters(self) -> int:
-        pipe = self.pipeline()
-        return sum(q.numel() for net in (pipe.unet, pipe.vae, pipe.text_encoder)
-                   for q in net.parameters())
+        """The UNet's, VAE's and text encoder's (a fused LoRA adds none)."""
+        return stored_parameters(self.params.weights, self.runtime.weights_root,
+                                 ("unet", "vae", "text_encoder"))
 
     def save_networks(self, folder: Path) -> None:
         folder = Path(folder)
