@@ -29,4 +29,4 @@ include: "rules/report.smk"
 rule all:
     default_target: True
     input:
-        get_final_outputs(),
+        PLAN.final_outputs(),

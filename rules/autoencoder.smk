@@ -8,21 +8,18 @@ rule autoencoder:
     input:
         unpack(get_autoencoder_inputs),
     output:
-        metadata="results/models/autoencoder/{autoencoder}/{dataset}/{category}/metadata.json",
-        loss="results/models/autoencoder/{autoencoder}/{dataset}/{category}/loss.parquet",
+        metadata=PATHS.autoencoder,
+        loss=PATHS.autoencoder_loss,
     log:
-        "logs/autoencoder/{autoencoder}/{dataset}/{category}.log",
+        PATHS.log("autoencoder", "autoencoder", "dataset", "category"),
     conda:
         "../envs/torch.yaml"
-    threads: get_resource("autoencoder", "cpus_per_task")
+    threads: PLAN.threads("autoencoder")
     resources:
-        mem_mb=get_resource("autoencoder", "mem_mb"),
-        runtime=get_resource("autoencoder", "runtime"),
-        cpus_per_task=get_resource("autoencoder", "cpus_per_task"),
-        gpu=get_resource("autoencoder", "gpu"),
-        gpu_model=get_resource("autoencoder", "gpu_model"),
+        **PLAN.resources("autoencoder"),
     params:
+        # What reruns the job; it reads its run settings (checkpoints) from the plan.
         autoencoder=get_autoencoder,
-        seed=RUNTIME["seed"],
+        seed=PLAN.runtime_settings()["seed"],
     script:
         "../workflow/scripts/autoencoder.py"

@@ -5,35 +5,30 @@
 
 rule captions:
     input:
-        manifest="results/data/{dataset}/{category}.parquet",
-        weights=get_captioner_weights,
+        unpack(get_captioner_inputs),
     output:
-        "results/captions/{captioner}/{dataset}/{category}.parquet",
+        PATHS.captions,
     log:
-        "logs/captions/{captioner}/{dataset}/{category}.log",
+        PATHS.log("captions", "captioner", "dataset", "category"),
     conda:
         "../envs/torch.yaml"
-    threads: get_resource("captions", "cpus_per_task")
+    threads: PLAN.threads("captions")
     resources:
-        mem_mb=get_resource("captions", "mem_mb"),
-        runtime=get_resource("captions", "runtime"),
-        cpus_per_task=get_resource("captions", "cpus_per_task"),
-        gpu=get_resource("captions", "gpu"),
-        gpu_model=get_resource("captions", "gpu_model"),
+        **PLAN.resources("captions"),
     params:
         captioner=get_captioner,
         split="train",
-        seed=RUNTIME["seed"],
+        seed=PLAN.runtime_settings()["seed"],
     script:
         "../workflow/scripts/captions.py"
 
 
 use rule captions as test_captions with:
     output:
-        "results/captions/{captioner}/{dataset}/test/{category}.parquet",
+        PATHS.test_captions,
     log:
-        "logs/captions/{captioner}/{dataset}/test/{category}.log",
+        PATHS.log("test_captions", "captioner", "dataset", "category"),
     params:
         captioner=get_captioner,
         split="test",
-        seed=RUNTIME["seed"],
+        seed=PLAN.runtime_settings()["seed"],

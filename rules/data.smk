@@ -3,9 +3,9 @@
 
 rule download:
     output:
-        "results/data/{dataset}/download.json",
+        PATHS.download,
     log:
-        "logs/data/{dataset}_download.log",
+        PATHS.log("download", "dataset"),
     localrule: True
     conda:
         "../envs/data.yaml"
@@ -19,9 +19,9 @@ rule manifest:
     input:
         get_download,
     output:
-        "results/data/{dataset}/{category}.parquet",
+        PATHS.manifest,
     log:
-        "logs/data/{dataset}/{category}.log",
+        PATHS.log("manifest", "dataset", "category"),
     localrule: True
     conda:
         "../envs/data.yaml"

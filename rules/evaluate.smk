@@ -5,20 +5,18 @@ rule evaluate:
     input:
         unpack(get_evaluate_inputs),
     output:
-        "results/metrics/{method}/{dataset}/{category}.parquet",
+        PATHS.metrics,
     log:
-        "logs/evaluate/{method}/{dataset}/{category}.log",
+        PATHS.log("evaluate", "method", "dataset", "category"),
     group:
         "score"
     conda:
         "../envs/data.yaml"
-    threads: get_resource("evaluate", "cpus_per_task")
+    threads: PLAN.threads("evaluate")
     resources:
-        mem_mb=get_resource("evaluate", "mem_mb"),
-        runtime=get_resource("evaluate", "runtime"),
-        cpus_per_task=get_resource("evaluate", "cpus_per_task"),
+        **PLAN.resources("evaluate"),
     params:
-        method=get_method,
+        method=get_score_params,
         image_size=get_image_size,
     script:
         "../workflow/scripts/evaluate.py"

@@ -5,28 +5,24 @@ rule infer:
     input:
         unpack(get_infer_inputs),
     output:
-        scores="results/scores/{method}/{dataset}/{category}.parquet",
-        maps="results/scores/{method}/{dataset}/{category}.maps.safetensors",
-        train_scores="results/scores/{method}/{dataset}/train/{category}.parquet",
+        scores=PATHS.scores,
+        maps=PATHS.maps,
+        train_scores=PATHS.train_scores,
     log:
-        "logs/infer/{method}/{dataset}/{category}.log",
+        PATHS.log("infer", "method", "dataset", "category"),
     # One cluster job scores a category, computes its metrics and draws its heatmaps.
     group:
         "score"
     conda:
         "../envs/torch.yaml"
-    threads: get_resource("infer", "cpus_per_task")
+    threads: PLAN.threads("infer")
     resources:
-        mem_mb=get_resource("infer", "mem_mb"),
-        runtime=get_resource("infer", "runtime"),
-        cpus_per_task=get_resource("infer", "cpus_per_task"),
-        gpu=get_resource("infer", "gpu"),
-        gpu_model=get_resource("infer", "gpu_model"),
+        **PLAN.resources("infer"),
     params:
+        # What reruns the job (the job reads all it runs with from the plan).
         method=get_inference_params,
-        train_scores=lambda wildcards: METHOD_SET.train_scores[wildcards.method],
-        artefacts=get_infer_artefacts,
+        train_scores=get_train_scores,
         image_size=get_image_size,
-        seed=RUNTIME["seed"],
+        seed=PLAN.runtime_settings()["seed"],
     script:
         "../workflow/scripts/infer.py"

@@ -1,75 +1,65 @@
-# Paper tables, figures and the material of `snakemake --report`.
-from diffad.report.coverage import coverage_note, table_name
-
-# A run narrowed by `categories` writes its tables as
-# <experiment>.partial-<categories>.*, marked partial, so that it never overwrites
-# the full experiment's tables (common.smk's get_tables() asks for these).
-TABLE_NAME = table_name(EXPERIMENT, config.get("categories"), FULL_CATEGORIES)
-TABLE_FORMATS = ["md", "csv", "tex", "html"]
+# Paper tables, figures and the material of `snakemake --report`. A run narrowed by
+# `categories` writes its tables as <experiment>.partial-<categories>.*, marked partial,
+# so that it never overwrites the full experiment's tables.
+TABLES = PLAN.table_files()
 
 
 rule build_tables:
     input:
-        metrics=get_metrics(),
-        reference=get_reference_files(),
+        metrics=PLAN.metrics(),
+        reference=PLAN.reference_files(),
     output:
-        md=f"results/tables/{TABLE_NAME}.md",
+        md=TABLES["md"],
         html=report(
-            f"results/tables/{TABLE_NAME}.html",
+            TABLES["html"],
             caption="../workflow/report/tables.rst",
             category="Tables",
             subcategory="Browse",
-            labels={"table": TABLE_NAME},
+            labels={"table": PLAN.table_name},
         ),
         tex=report(
-            f"results/tables/{TABLE_NAME}.tex",
+            TABLES["tex"],
             caption="../workflow/report/table_files.rst",
             category="Tables",
             subcategory="Download (.tex, .csv)",
-            labels={"file": f"{TABLE_NAME}.tex (LaTeX, booktabs)"},
+            labels={"file": f"{PLAN.table_name}.tex (LaTeX, booktabs)"},
         ),
         csv=report(
-            f"results/tables/{TABLE_NAME}.csv",
+            TABLES["csv"],
             caption="../workflow/report/table_files.rst",
             category="Tables",
             subcategory="Download (.tex, .csv)",
-            labels={"file": f"{TABLE_NAME}.csv (every column, full precision)"},
+            labels={"file": f"{PLAN.table_name}.csv (every column, full precision)"},
         ),
     log:
-        f"logs/report/{TABLE_NAME}_tables.log",
+        PLAN.tables_log(),
     localrule: True
     conda:
         "../envs/data.yaml"
     params:
-        title=TABLE_NAME,
-        coverage=coverage_note(config.get("categories"), FULL_CATEGORIES),
-        categories=FULL_CATEGORIES,
-        references={name: cfg["reference"] for name, cfg in METHODS.items()},
-        best_of=config["best_of"],
-        seeds=METHOD_SET.seed_groups,
-        grids=METHOD_SET.grid_points,
+        **PLAN.table_params(),
     script:
         "../workflow/scripts/tables.py"
 
 
 rule metrics_chart:
     input:
-        metrics=get_metrics(),
+        metrics=PLAN.metrics(),
     output:
         report(
-            "results/figures/{experiment}/metrics.png",
+            PATHS.metrics_chart,
             caption="../workflow/report/metrics_chart.rst",
             category="Figures",
         ),
     log:
-        "logs/report/{experiment}_metrics_chart.log",
+        PATHS.log("metrics_chart", "experiment"),
     localrule: True
     conda:
         "../envs/data.yaml"
     params:
         # The variants named under `methods:`; a method grid's points (up to
         # hundreds) are in the tables.
-        variants=METHOD_SET.shown,
+        variants=PLAN.variants.shown,
     script:
         "../workflow/scripts/metrics_chart.py"
 
@@ -79,7 +69,7 @@ rule heatmaps:
         unpack(get_outputs),
     output:
         report(
-            "results/figures/heatmaps/{method}/{dataset}/{category}.png",
+            PATHS.heatmaps,
             caption="../workflow/report/heatmaps.rst",
             category="Heatmaps",
             subcategory="{method} / {dataset}",
@@ -90,13 +80,13 @@ rule heatmaps:
             },
         ),
     log:
-        "logs/report/heatmaps/{method}/{dataset}/{category}.log",
+        PATHS.log("heatmaps", "method", "dataset", "category"),
     group:
         "score"
     conda:
         "../envs/data.yaml"
     params:
-        method=get_method,
+        method=get_score_params,
         image_size=get_image_size,
     script:
         "../workflow/scripts/heatmaps.py"
@@ -104,7 +94,7 @@ rule heatmaps:
 
 rule tables:
     input:
-        get_tables(),
+        list(TABLES.values()),
     localrule: True
 
 
@@ -113,13 +103,13 @@ rule caption_samples:
         get_caption_tables,
     output:
         report(
-            "results/figures/captions/{captioner}/{dataset}.html",
+            PATHS.caption_samples,
             caption="../workflow/report/captions.rst",
             category="Captions",
             labels={"captioner": "{captioner}", "dataset": "{dataset}"},
         ),
     log:
-        "logs/report/captions/{captioner}/{dataset}.log",
+        PATHS.log("caption_samples", "captioner", "dataset"),
     localrule: True
     conda:
         "../envs/data.yaml"
@@ -132,7 +122,7 @@ rule strength_figure:
         unpack(get_infer_inputs),
     output:
         report(
-            "results/figures/strengths/{method}/{dataset}/{category}.png",
+            PATHS.strengths,
             caption="../workflow/report/strengths.rst",
             category="Reconstructions",
             subcategory="{method} / {dataset}",
@@ -143,20 +133,15 @@ rule strength_figure:
             },
         ),
     log:
-        "logs/report/strengths/{method}/{dataset}/{category}.log",
+        PATHS.log("strength_figure", "method", "dataset", "category"),
     conda:
         "../envs/torch.yaml"
-    threads: get_resource("infer", "cpus_per_task")
+    threads: PLAN.threads("infer")
     resources:
-        mem_mb=get_resource("infer", "mem_mb"),
-        runtime=get_resource("infer", "runtime"),
-        cpus_per_task=get_resource("infer", "cpus_per_task"),
-        gpu=get_resource("infer", "gpu"),
-        gpu_model=get_resource("infer", "gpu_model"),
+        **PLAN.resources("infer"),
     params:
         method=get_inference_params,
-        artefacts=get_infer_artefacts,
         image_size=get_image_size,
-        seed=RUNTIME["seed"],
+        seed=PLAN.runtime_settings()["seed"],
     script:
         "../workflow/scripts/strength_figure.py"

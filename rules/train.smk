@@ -3,25 +3,21 @@
 
 rule train:
     input:
-        unpack(get_upstream),
+        unpack(get_train_inputs),
     output:
-        metadata="results/models/{method}/{dataset}/{category}/metadata.json",
-        loss="results/models/{method}/{dataset}/{category}/loss.parquet",
+        metadata=PATHS.model,
+        loss=PATHS.model_loss,
     log:
-        "logs/train/{method}/{dataset}/{category}.log",
+        PATHS.log("train", "method", "dataset", "category"),
     conda:
         "../envs/torch.yaml"
-    threads: get_resource("train", "cpus_per_task")
+    threads: PLAN.threads("train")
     resources:
-        mem_mb=get_resource("train", "mem_mb"),
-        runtime=get_resource("train", "runtime"),
-        cpus_per_task=get_resource("train", "cpus_per_task"),
-        gpu=get_resource("train", "gpu"),
-        gpu_model=get_resource("train", "gpu_model"),
+        **PLAN.resources("train"),
     params:
+        # What reruns the job (the job reads all it runs with from the plan).
         method=get_training_params,
-        artefacts=get_artefacts,
         image_size=get_image_size,
-        seed=RUNTIME["seed"],
+        seed=PLAN.runtime_settings()["seed"],
     script:
         "../workflow/scripts/train.py"

@@ -5,9 +5,9 @@
 
 rule fetch_weights:
     output:
-        f"{WEIGHTS}/{{name}}/source.json",
+        PATHS.weights_marker,
     log:
-        "logs/weights/{name}.log",
+        PATHS.log("weights", "name"),
     localrule: True
     conda:
         "../envs/torch.yaml"

@@ -9,10 +9,11 @@ import torch
 
 from diffad.device import seed_everything
 from diffad.errors import ConfigError
-from diffad.methods import build_model, expand_method_grids, load_model, params_of, resolve_method
+from diffad.methods import build_model, load_model, params_of, resolve_method
 from diffad.methods.latent_inversion import LatentInversion
 from diffad.methods.latent_inversion.model import gaussian_nll
 from diffad.models.ddim import ddim_step, inversion_path, step_grid
+from diffad.plan import expand_method_grids
 from diffad.runtime import Runtime
 from diffad.scoring.outputs import Outputs, score_table, write_maps
 
@@ -126,7 +127,7 @@ def test_score_tier_combines_by_the_test_range_or_the_train_statistics(tmp_path)
 
 
 def test_combined_train_makes_the_shared_infer_job_score_the_train_split():
-    from diffad.methods import method_set
+    from diffad.plan import method_set
 
     base = {"kind": "latent_inversion", "steps": 2}
     found = method_set({"a": {**base, "score": "combined"}, "b": {**base, "score": "nll"}})
@@ -187,10 +188,12 @@ def test_fit_save_load_and_feature_cache(weights_root, tmp_path):
     assert {p.name for p in folder.iterdir()} >= {"unet", "scheduler", "config.json",
                                                   "feature_stats.safetensors"}
     # One library call rebuilds it from the folder alone.
-    again = load_model(folder, model.runtime)
-    assert again.params == model.params
-    first = np.concatenate([p.scores["nll"] for p in model.infer(rows, 2)])
-    second = np.concatenate([p.scores["nll"] for p in again.infer(rows, 2)])
+    again = load_model(folder, model.runtime, overrides={"infer_batch_size": 2})
+    # The folder is its train tier; inference and run settings come from the job.
+    assert again.params.values("train") == model.params.values("train")
+    model.params = model.params.updated(infer_batch_size=2)
+    first = np.concatenate([p.scores["nll"] for p in model.infer(rows)])
+    second = np.concatenate([p.scores["nll"] for p in again.infer(rows)])
     np.testing.assert_allclose(first, second, rtol=1e-5)
 
 

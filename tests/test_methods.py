@@ -11,7 +11,6 @@ from diffad.errors import ConfigError
 from diffad.methods import (
     build_model,
     method_kinds,
-    method_set,
     params_of,
     resolve_method,
     tier_values,
@@ -19,6 +18,7 @@ from diffad.methods import (
 from diffad.methods.patchcore import PatchCore
 from diffad.methods.patchcore.coreset import greedy_coreset
 from diffad.methods.patchcore.model import nearest_distances
+from diffad.plan import method_set
 from diffad.runtime import Runtime
 from diffad.scoring.outputs import Outputs, score_table, write_maps
 
@@ -45,14 +45,16 @@ def test_reference_name_is_kept():
         ({"kind": "patchcore", "coreset": 0.1},
          r"methods\.v: unknown parameter\(s\) \['coreset'\]"),
         ({"kind": "patchcore", "coreset_ratio": "a lot"}, r"methods\.v\.coreset_ratio: expected"),
-        ({"kind": "patchcore", "batch_size": 2.5}, r"methods\.v\.batch_size: expected int"),
+        ({"kind": "patchcore", "infer_batch_size": 2.5},
+         r"methods\.v\.infer_batch_size: expected int"),
         ({"kind": "patchcore", "sigma": True}, r"methods\.v\.sigma: expected float"),
         ({"kind": "patchcore", "coreset_ratio": -0.5},
          r"methods\.v\.coreset_ratio: must be > 0, got -0\.5"),
         ({"kind": "patchcore", "coreset_ratio": 1.5}, r"methods\.v\.coreset_ratio: must be <= 1"),
         ({"kind": "patchcore", "layers": [9]}, r"methods\.v\.layers: .*stage indices"),
         ({"kind": "patchcore", "patch_neighbors": 0}, r"methods\.v\.patch_neighbors: must be >= 1"),
-        ({"kind": "patchcore", "batch_size": 0}, r"methods\.v\.batch_size: must be >= 1"),
+        ({"kind": "patchcore", "infer_batch_size": 0},
+         r"methods\.v\.infer_batch_size: must be >= 1"),
         ({"kind": "patchcore", "backbone": "resnet_9000"}, r"methods\.v\.backbone: .*resnet_9000"),
         ({"kind": "patchcore", "protocol": "mine"}, r"methods\.v\.protocol: 'mine' is not one of"),
     ],

@@ -16,7 +16,7 @@ import yaml
 from snakemake.utils import validate
 
 from diffad.data import dataset_categories
-from diffad.methods import method_set
+from diffad.plan import method_set
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

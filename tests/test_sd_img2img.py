@@ -13,10 +13,11 @@ from PIL import Image
 from test_workflow import REPO, planned_jobs, snakemake, write_config
 
 from diffad.errors import ConfigError
-from diffad.methods import build_model, load_model, method_set, resolve_method
+from diffad.methods import build_model, load_model, resolve_method
 from diffad.methods.latent_unet import LatentUnet
 from diffad.methods.sd_img2img import SdImg2Img
 from diffad.models.reconstruction import ClipImageDistance, reconstruction_detectors
+from diffad.plan import method_set
 from diffad.runtime import Runtime
 from diffad.scoring.outputs import Outputs
 from diffad.training import TrainingSession
@@ -142,8 +143,8 @@ def test_lora_trains_saves_and_changes_the_reconstructions(tmp_path, runtime, ro
     plain.fit(rows, TrainingSession())
     x = images(rows.head(2), runtime)
     before = plain.reconstruct_images(x, rows.head(2))
-    config = {**TINY_SD, "lora": True, "lora_steps": 3, "lora_resolution": 32,
-              "lora_grad_accum": 2, "lora_learning_rate": 1e-2}
+    config = {**TINY_SD, "lora": True, "max_steps": 3, "lora_resolution": 32,
+              "grad_accum": 2, "learning_rate": 1e-2}
     model = build_model(resolve_method("sd", config), runtime)
     curve = model.fit(rows, TrainingSession())
     assert curve["step"].tolist() == [1, 2, 3]  # max_steps, not epochs

@@ -21,7 +21,7 @@ from diffusers import UNet2DConditionModel
 from test_workflow import REPO, planned_jobs, snakemake, write_config
 
 from diffad.errors import ConfigError
-from diffad.methods import method_set, resolve_method
+from diffad.methods import resolve_method
 from diffad.methods.vlmdiff import VlmDiff, detector_name, extractor_spec
 from diffad.methods.vlmdiff.control import (
     HINT_CHANNELS,
@@ -31,6 +31,7 @@ from diffad.methods.vlmdiff.control import (
     fusion_indices,
     residual_layout,
 )
+from diffad.plan import method_set
 from diffad.scoring.fusion import avg_pool_max
 from diffad.scoring.outputs import Outputs
 from diffad.weights.tiny import tiny_sd_unet

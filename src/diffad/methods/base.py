@@ -115,6 +115,9 @@ class MethodKind:
     #: The :class:`AnomalyModel` subclass, or its import path ``"package.module:Class"``
     #: so that reading the declarations does not import torch.
     model: ClassVar[type[AnomalyModel] | str]
+    #: The plugin module that registered the kind (set at registration); None for the
+    #: kinds shipped with diffad.
+    plugin: ClassVar[str | None] = None
 
     @classmethod
     def per_dataset(cls, params: Any) -> bool:
@@ -144,8 +147,8 @@ class MethodKind:
     @classmethod
     def reconstructs_by_strength(cls, params: Any) -> bool:
         """True where the model reconstructs test images from a partial noising set by an
-        infer setting ``strength`` (``reconstruct_images``): the report then shows
-        reconstructions at increasing strength (paper 000's Figure 4.1)."""
+        infer setting ``strength`` (:meth:`AnomalyModel.reconstruct_images`): the report
+        then shows reconstructions at increasing strength (paper 000's Figure 4.1)."""
         return False
 
     @classmethod
@@ -186,12 +189,20 @@ class AnomalyModel(ABC):
         """Every detector for a batch: ``images`` (B, 3, H, W) RGB in [0, 1] on the
         runtime's device, ``rows`` their manifest rows (category, captions...)."""
 
-    def infer(self, rows: pd.DataFrame, batch_size: int) -> Iterator[Prediction]:
-        """Predictions for ``rows`` in order, with ms per image. The first batch runs
-        once untimed: lazy initialisation and allocator warm-up are not latency."""
+    def eval(self) -> None:
+        """Put the networks in inference mode (dropout, normalisation statistics); called
+        by :meth:`infer` before the first batch. Kinds whose networks train override it."""
+        return None
+
+    def infer(self, rows: pd.DataFrame) -> Iterator[Prediction]:
+        """Predictions for ``rows`` in order, ``params.infer_batch_size`` images at a time,
+        with ms per image. The first batch runs once untimed: lazy initialisation and
+        allocator warm-up are not latency."""
         from diffad.data.loader import image_batches
         from diffad.device import synchronize
 
+        self.eval()
+        batch_size = self.params.infer_batch_size
         device = self.runtime.device
         warm = False
         batches = image_batches(rows["image_path"].tolist(), self.runtime, batch_size,
@@ -209,6 +220,19 @@ class AnomalyModel(ABC):
             prediction.latency_ms = 1000 * (time.perf_counter() - begin) / len(images)
             yield prediction
 
+    def reconstruct_images(self, images: torch.Tensor, rows: pd.DataFrame) -> torch.Tensor:
+        """Reconstructions of (B, 3, H, W) images in [0, 1], at their size, with the
+        current ``params`` (their ``strength``): the capability that
+        :meth:`MethodKind.reconstructs_by_strength` declares."""
+        raise NotImplementedError(f"{self.kind.kind} does not reconstruct images")
+
+    def at_strength(self, strength: float) -> None:
+        """Reconstruct from ``strength`` from now on (the strength figure's sweep); the
+        parameters are validated again, as a config entry would be."""
+        if not self.kind.reconstructs_by_strength(self.params):
+            raise NotImplementedError(f"{self.kind.kind} does not reconstruct by strength")
+        self.params = self.params.updated(strength=strength)
+
     @abstractmethod
     def save_networks(self, folder: Path) -> None:
         """Write the trained state into ``folder`` (safetensors, atomically)."""
@@ -225,13 +249,13 @@ class AnomalyModel(ABC):
         """The model folder: ``config.json`` (kind, parameters) and the networks. The
         caller writes ``metadata.json`` last."""
         from diffad.io import write_json
-        from diffad.methods.registry import plugin_of
 
         folder = Path(folder)
         self.save_networks(folder)
-        config = {"kind": self.kind.kind, "params": self.params.values()}
-        if plugin_of(self.kind.kind):
-            config["plugin"] = plugin_of(self.kind.kind)
+        # The train tier is what the folder is; infer and run settings come from the job.
+        config = {"kind": self.kind.kind, "params": self.params.values("train")}
+        if self.kind.plugin:
+            config["plugin"] = self.kind.plugin
         write_json(config, folder / MODEL_CONFIG)
 
 

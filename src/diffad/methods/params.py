@@ -1,20 +1,12 @@
 """Method hyperparameters: pydantic models whose fields declare their tier and bounds once.
 
 A method kind's ``Params`` subclasses :class:`MethodParams`; each field is
-made with :func:`train`, :func:`infer` or :func:`score`, which say which job
-the value reaches:
-
-``train``
-    shapes the trained model. Variants that differ in nothing else share
-    one train job (a grid over sampling steps trains once).
-``infer``
-    changes what the trained network is asked (steps, strength, start
-    timestep...). Variants that differ only in score settings share one
-    infer job.
-``score``
-    turns the stored per-detector scores and maps into an image score and a
-    map (detector weights, pooling, smoothing, the evaluation protocol). The
-    evaluate rule applies them; they never rerun inference.
+made with :func:`~diffad.tiers.train`, :func:`~diffad.tiers.infer`,
+:func:`~diffad.tiers.score` or :func:`~diffad.tiers.run`, which say which job
+the value reaches (:mod:`diffad.tiers`). A field declared without a tier fails
+when its class is defined, naming the class and the field. Kinds that train a
+network on the shared trainer also inherit
+:class:`~diffad.training.TrainerParams` (epochs, batch size, ... declared once).
 
 Bounds and choices sit beside the default (``train(0.1, gt=0, le=1)``,
 ``Literal[...]``), so a bad value fails when the DAG is built, with the
@@ -29,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from diffad.settings import (
     Backbone,
@@ -38,31 +30,10 @@ from diffad.settings import (
     Weights,
     parse_params,
 )
-
-Tier = Literal["train", "infer", "score"]
-TIERS: tuple[Tier, ...] = ("train", "infer", "score")
+from diffad.tiers import Tier, infer, run, score, tier_of_field, train
 
 #: Evaluation protocols (:mod:`diffad.metrics.protocols`): ours, and each paper code's own.
 Protocol = Literal["unified", "diad", "inversionad"]
-
-
-def _field(tier: Tier, default: Any, description: str | None, **bounds: Any) -> Any:
-    return Field(default, description=description, json_schema_extra={"tier": tier}, **bounds)
-
-
-def train(default: Any, description: str | None = None, **bounds: Any) -> Any:
-    """A parameter that shapes the trained model (``pydantic.Field`` bounds allowed)."""
-    return _field("train", default, description, **bounds)
-
-
-def infer(default: Any, description: str | None = None, **bounds: Any) -> Any:
-    """A parameter of inference only: variants differing in it share one trained model."""
-    return _field("infer", default, description, **bounds)
-
-
-def score(default: Any, description: str | None = None, **bounds: Any) -> Any:
-    """A parameter of the score tier: applied by evaluate to the stored outputs."""
-    return _field("score", default, description, **bounds)
 
 
 def check_unet_schedule(params: Any) -> None:
@@ -91,11 +62,23 @@ class MethodParams(BaseModel):
         "unified", "evaluation protocol beside ours: `unified` (exact AUPRO to FPR 0.3, AUROC "
         "never flipped) or a paper code's own (`diad`, `inversionad`); the metrics row holds "
         "both")
+    infer_batch_size: int = run(
+        8, "test images per inference batch (GPU memory): never changes a score", ge=1)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        # A field without a tier would be in no job's parameters: fail where it is declared.
+        untiered = [name for name, field in cls.model_fields.items()
+                    if tier_of_field(field) is None]
+        if untiered:
+            raise TypeError(f"{cls.__qualname__}.{untiered[0]}: declare it with train(), "
+                            "infer(), score() or run() (diffad.tiers), which say which job "
+                            "it reaches")
 
     @classmethod
     def tier_of(cls, name: str) -> Tier:
-        extra = cls.model_fields[name].json_schema_extra
-        return extra["tier"]  # type: ignore[index]
+        return tier_of_field(cls.model_fields[name])  # type: ignore[return-value]
 
     @classmethod
     def names(cls, *tiers: Tier) -> list[str]:
@@ -108,7 +91,11 @@ class MethodParams(BaseModel):
         wanted = type(self).names(*tiers) if tiers else list(data)
         return {name: data[name] for name in wanted}
 
+    def updated(self, **changes: Any) -> MethodParams:
+        """A copy with ``changes``, validated like a config entry (bounds, consistency)."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
 
 __all__ = ["Backbone", "DiffusersWeights", "MethodParams", "OpenClipWeights", "Protocol",
-           "TIERS", "Tier", "Weights", "check_unet_schedule", "infer", "parse_params", "score",
+           "Tier", "Weights", "check_unet_schedule", "infer", "parse_params", "run", "score",
            "train"]

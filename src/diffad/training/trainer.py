@@ -48,6 +48,7 @@ from diffad.device import autocast, mixed_precision_dtype
 from diffad.errors import TrainingError
 from diffad.io import atomic_path
 from diffad.logs import progress
+from diffad.training.settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 
@@ -74,21 +75,6 @@ class TrainingSession:
     stopwatch: Stopwatch = field(default_factory=Stopwatch)
     #: Called after every optimizer step with the step number (tests, progress hooks).
     on_step: Callable[[int], None] | None = None
-
-
-@dataclass
-class TrainerSettings:
-    epochs: int
-    batch_size: int
-    grad_accum: int = 1
-    grad_clip: float | None = None  #: max gradient norm; None: no clipping
-    ema_decay: float | None = None  #: None: no EMA; the EMA weights are the result
-    checkpoint_every: int = 500  #: optimizer steps
-    log_every: int = 50  #: optimizer steps
-    seed: int = 0
-    #: stop after this many optimizer steps (a recipe given in steps, e.g. DreamBooth's
-    #: 600), mid-epoch if need be; None: ``epochs`` full epochs
-    max_steps: int | None = None
 
 
 class Trainer:
@@ -136,7 +122,10 @@ class Trainer:
         state = _State()
         checkpoint = (self.session.checkpoint_dir / CHECKPOINT
                       if self.session.checkpoint_dir else None)
-        key = f"{self.fingerprint}|n={n}|{asdict(s)}"
+        # What the checkpoint must have been made with to resume: not the run-control
+        # fields (a changed checkpoint interval resumes).
+        shape = {k: v for k, v in asdict(s).items() if k not in TrainerSettings.RUN_CONTROL}
+        key = f"{self.fingerprint}|n={n}|{shape}"
         if checkpoint is not None and checkpoint.is_file():
             self._resume(checkpoint, key, generator, schedule, state)
         for net in self.networks.values():

@@ -25,7 +25,7 @@ is a :class:`~diffad.errors.ConfigError` when the DAG is built.
 """
 
 from diffad.weights.fetch import fetch_weights
-from diffad.weights.folders import MARKER, fetch_command, fetched_record, weights_folder
+from diffad.weights.folders import MARKER, fetch_command, weights_folder
 from diffad.weights.hub import hub_offline
 from diffad.weights.load import (
     load_diffusers,
@@ -40,7 +40,6 @@ from diffad.weights.sources import (
     LIBRARIES,
     WeightSource,
     check_backbone,
-    known_sources,
     register_source,
     weight_source,
 )
@@ -52,9 +51,7 @@ __all__ = [
     "check_backbone",
     "fetch_command",
     "fetch_weights",
-    "fetched_record",
     "hub_offline",
-    "known_sources",
     "load_diffusers",
     "load_diffusers_component",
     "load_open_clip",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from diffad.errors import WeightsError
 from diffad.weights.sources import WeightSource, weight_source
@@ -37,12 +36,6 @@ def weights_folder(name: str, root: str | os.PathLike) -> Path:
             f"{fetch_command(name, root)}"
         )
     return folder
-
-
-def fetched_record(name: str, root: str | os.PathLike) -> dict[str, Any]:
-    """The ``source.json`` of a complete folder (what was fetched, from where, when)."""
-    path = weights_folder(name, root) / MARKER
-    return json.loads(path.read_text())
 
 
 def fetched_source(name: str, root: str | os.PathLike, library: str) -> tuple[Path, WeightSource]:

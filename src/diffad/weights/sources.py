@@ -150,11 +150,6 @@ def register_source(source: WeightSource, *, replace: bool = False) -> WeightSou
     return source
 
 
-def known_sources() -> dict[str, WeightSource]:
-    """The registered sources by name (a copy; implicit timm names are not listed)."""
-    return dict(sorted(_REGISTRY.items()))
-
-
 def weight_source(name: str, library: str | None = None) -> WeightSource:
     """The source registered as ``name``, or an implicit timm source for a timm model name.
 

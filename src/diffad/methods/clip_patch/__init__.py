@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Literal
 
 from diffad.methods.base import MethodKind, Requirements, Scored
-from diffad.methods.params import MethodParams, OpenClipWeights, infer, score, train
+from diffad.methods.params import MethodParams, OpenClipWeights, run, score, train
 from diffad.methods.registry import register_method
 from diffad.scoring.fusion import gaussian_smooth, top_k_mean
 from diffad.scoring.outputs import Outputs
@@ -24,8 +24,8 @@ from diffad.scoring.outputs import Outputs
 class ClipPatchParams(MethodParams):
     clip_weights: OpenClipWeights = train("clip_vit_b32", "open_clip source (the report's "
                                                           "ViT-B/32)")
-    batch_size: int = train(32, ge=1)
-    infer_batch_size: int = infer(32, ge=1)
+    infer_batch_size: int = run(32, "images per forward pass (memory bank and inference)",
+                                ge=1)
     image_score: Literal["max", "top_k"] = score("max", "the map's maximum, or top-k mean")
     top_k: int = score(10, "pixels averaged by `top_k`", ge=1)
     sigma: float = score(4.0, "Gaussian smoothing of the map, pixels", ge=0)

@@ -33,7 +33,7 @@ class ClipPatchModel(AnomalyModel):
 
     def fit(self, train: pd.DataFrame, session: TrainingSession) -> pd.DataFrame:
         batches = image_batches(train["image_path"].tolist(), self.runtime,
-                                self.params.batch_size, desc="CLIP patch tokens")
+                                self.params.infer_batch_size, desc="CLIP patch tokens")
         self.bank = torch.cat([self.tokens(b).flatten(0, 1).cpu() for b in batches])
         return pd.DataFrame({"step": [0], "loss": [0.0]})
 

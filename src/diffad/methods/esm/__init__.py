@@ -65,11 +65,12 @@ from diffad.methods.params import (
 from diffad.methods.registry import register_method
 from diffad.scoring.fusion import gaussian_smooth, minmax, top_k_mean, weighted_sum
 from diffad.scoring.outputs import Outputs
+from diffad.training.settings import TrainerParams
 
 DETECTORS = ("cos", "u", "kl", "re")
 
 
-class EsmParams(MethodParams):
+class EsmParams(MethodParams, TrainerParams):
     # Dual-stream network: two copies of this UNet2DModel. The paper copies "the U-net
     # backbone of SGM" (NCSN++) without its size; this default is NCSN++-like for 256 px.
     resolution: int = train(256, "side of the images the diffusion model sees", ge=16)
@@ -83,13 +84,9 @@ class EsmParams(MethodParams):
     train_timesteps: int = train(1000, "T", ge=2)
     beta_start: float = train(1e-4, gt=0, lt=1)
     beta_end: float = train(0.02, gt=0, lt=1)
+    # Training: the shared trainer's fields (TrainerParams), these defaults the paper's.
     epochs: int = train(1000, ge=1)
-    batch_size: int = train(8, ge=1)
     learning_rate: float = train(2e-5, "Adam (Sec. 4.1)", gt=0)
-    grad_accum: int = train(1, ge=1)
-    grad_clip: float | None = train(None, gt=0)
-    ema_decay: float | None = train(None, gt=0, lt=1)
-    checkpoint_every: int = train(500, "optimizer steps between resumable checkpoints", ge=1)
     # Inference
     sampler: Literal["sgm", "esm", "esm_sigma"] = infer(
         "esm", "default: `sgm` for objective `dsm`, `esm` for `mle`")
@@ -105,7 +102,6 @@ class EsmParams(MethodParams):
         0, "timestep at which S_U and S_KL read the variances of input and reconstruction "
         "(sigma_0^2: 0; at 0 the MLE variance sits at `variance_floor` and both detectors "
         "reduce to multiples of S_RE)", ge=0)
-    infer_batch_size: int = infer(8, ge=1)
     # Score tier (Eqs. 14 and 15)
     weight_cos: float = score(1.0, "u", ge=0)
     weight_u: float = score(1.0, "v (needs the variance stream)", ge=0)

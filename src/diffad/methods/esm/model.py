@@ -18,7 +18,7 @@ from diffad.models.feature_similarity import IntermediateFeatures, cosine_distan
 from diffad.models.resize import resize, upsample_maps
 from diffad.models.unet import build_unet2d
 from diffad.runtime import Runtime
-from diffad.training import Trainer, TrainerSettings, TrainingSession
+from diffad.training import Trainer, TrainingSession
 
 #: (x_t, t) -> (eps_t, sigma_t^2); sigma_t^2 is None for a single-stream (DSM) model.
 DualStream = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
@@ -99,9 +99,7 @@ class EsmModel(AnomalyModel):
         parameters = [q for net in self.networks.values() for q in net.parameters()]
         trainer = Trainer(
             self.networks, torch.optim.Adam(parameters, lr=p.learning_rate),
-            TrainerSettings(epochs=p.epochs, batch_size=p.batch_size, grad_accum=p.grad_accum,
-                            grad_clip=p.grad_clip, ema_decay=p.ema_decay,
-                            checkpoint_every=p.checkpoint_every, seed=self.runtime.seed),
+            p.trainer_settings(self.runtime.seed),
             self.runtime.device, session, fingerprint=repr(p.values("train")))
         return trainer.fit(data, self.loss)
 
@@ -197,11 +195,10 @@ class EsmModel(AnomalyModel):
                   for name, m in maps.items()}
         return Prediction(scores=scores, maps=maps)
 
-    def infer(self, rows: pd.DataFrame, batch_size: int):
+    def eval(self) -> None:
         self.mean_stream.eval()
         if self.variance_stream is not None:
             self.variance_stream.eval()
-        yield from super().infer(rows, self.params.infer_batch_size)
 
     # ----------------------------------------------------------------- storage
 

@@ -43,17 +43,17 @@ from diffad.methods.params import (
     MethodParams,
     check_unet_schedule,
     infer,
+    run,
     score,
     train,
 )
 from diffad.methods.registry import register_method
 from diffad.scoring.fusion import minmax, standardize
 from diffad.scoring.outputs import Outputs
+from diffad.training.settings import TrainerParams
 
-SCORES = ("nll", "norm", "combined", "combined_train")
 
-
-class LatentInversionParams(MethodParams):
+class LatentInversionParams(MethodParams, TrainerParams):
     # Feature space (Sec. 4.3)
     backbone: Backbone = train("efficientnet_b4", "pretrained timm CNN (a weights source name)")
     stages: list[int] = train([0, 1, 2, 3], "timm features_only stages, concatenated",
@@ -74,16 +74,11 @@ class LatentInversionParams(MethodParams):
     train_timesteps: int = train(1000, "T", ge=2)
     beta_start: float = train(1e-4, gt=0, lt=1)
     beta_end: float = train(0.02, gt=0, lt=1)
-    # Training (Sec. 5.1)
+    # Training (Sec. 5.1): the shared trainer's fields (TrainerParams), and
     epochs: int = train(1000, ge=1)
-    batch_size: int = train(16, ge=1)
-    learning_rate: float = train(1e-4, gt=0)
+    batch_size: int = train(16, "feature maps per micro-batch", ge=1)
     warmup_epochs: int = train(0, "linear warm-up before the cosine decay", ge=0)
     weight_decay: float = train(0.01, ge=0)
-    grad_accum: int = train(1, "micro-batches per optimizer step", ge=1)
-    grad_clip: float | None = train(None, "max gradient norm", gt=0)
-    ema_decay: float | None = train(None, "EMA of the weights (None: off)", gt=0, lt=1)
-    checkpoint_every: int = train(500, "optimizer steps between resumable checkpoints", ge=1)
     # Inference
     mode: Literal["inversion", "reconstruction"] = infer("inversion")
     steps: int = infer(2, "S", ge=1)
@@ -93,6 +88,7 @@ class LatentInversionParams(MethodParams):
         "then a last step to alpha-bar 0)")
     start_percent: int = infer(20, "reconstruction: where denoising starts, % of the "
                                "S-step grid", ge=1, le=100)
+    infer_batch_size: int = run(16, "feature maps per inference batch", ge=1)
     # Score tier
     score: Literal["nll", "norm", "combined", "combined_train"] = score("combined")
 
@@ -147,4 +143,4 @@ class LatentInversion(MethodKind):
         return Scored(scores, outputs.map("norm"))
 
 
-__all__ = ["SCORES", "LatentInversion", "LatentInversionParams"]
+__all__ = ["LatentInversion", "LatentInversionParams"]

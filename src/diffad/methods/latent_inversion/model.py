@@ -21,7 +21,7 @@ from diffad.models.ddim import inversion_path, run_ddim, step_grid
 from diffad.models.features import FeatureExtractor, cached_features
 from diffad.models.unet import build_unet2d
 from diffad.runtime import Runtime
-from diffad.training import Trainer, TrainerSettings, TrainingSession, iterate_batches
+from diffad.training import Trainer, TrainingSession, iterate_batches
 
 FEATURE_STATS = "feature_stats.safetensors"
 
@@ -81,9 +81,7 @@ class LatentInversionModel(AnomalyModel):
                                       weight_decay=p.weight_decay)
         trainer = Trainer(
             {"unet": self.unet}, optimizer,
-            TrainerSettings(epochs=p.epochs, batch_size=p.batch_size, grad_accum=p.grad_accum,
-                            grad_clip=p.grad_clip, ema_decay=p.ema_decay,
-                            checkpoint_every=p.checkpoint_every, seed=self.runtime.seed),
+            p.trainer_settings(self.runtime.seed),
             self.runtime.device, session,
             schedule=lambda opt, total: get_cosine_schedule_with_warmup(
                 opt, total * p.warmup_epochs // p.epochs, total),
@@ -156,13 +154,13 @@ class LatentInversionModel(AnomalyModel):
     def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:
         return self.predict_features(self.extractor(images), images.shape[-1])
 
-    def infer(self, rows: pd.DataFrame, batch_size: int) -> Iterator[Prediction]:
+    def infer(self, rows: pd.DataFrame) -> Iterator[Prediction]:
         # Features come from the cache shared by all variants of this backbone; the
         # backbone's own time, measured when they were extracted, is added to each
         # image's latency.
         features, backbone_ms = self.features(rows["image_path"].tolist(), desc="features")
         generator = torch.Generator().manual_seed(self.runtime.seed)
-        batches = list(iterate_batches(features, batch_size))
+        batches = list(iterate_batches(features, self.params.infer_batch_size))
         device = self.runtime.device
         self.predict_features(batches[0].to(device), self.runtime.image_size,
                               torch.Generator().manual_seed(0))  # warm-up, untimed

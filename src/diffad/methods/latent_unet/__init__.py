@@ -40,9 +40,10 @@ from diffad.methods.reconstruction import (
 )
 from diffad.methods.registry import register_method
 from diffad.scoring.outputs import Outputs
+from diffad.training.settings import TrainerParams
 
 
-class LatentUnetParams(HybridScoreParams):
+class LatentUnetParams(HybridScoreParams, TrainerParams):
     space: Literal["latent", "pixel"] = train(
         "latent", "`latent`: SD VAE latents (the report); `pixel`: images (the notebook)")
     vae_weights: DiffusersWeights = train("sd15", "diffusers source of the VAE (a pipeline's "
@@ -64,11 +65,7 @@ class LatentUnetParams(HybridScoreParams):
         "scaled_linear", "SD's for latents; `linear` (DDPM's) for pixels")
     beta_start: float = train(0.00085, gt=0, lt=1)
     beta_end: float = train(0.012, gt=0, lt=1)
-    epochs: int = train(100, ge=1)
-    batch_size: int = train(8, ge=1)
-    grad_accum: int = train(1, ge=1)
-    learning_rate: float = train(1e-4, "AdamW", gt=0)
-    checkpoint_every: int = train(500, "optimizer steps between resumable checkpoints", ge=1)
+    # Training: the shared trainer's fields (TrainerParams, AdamW).
     # Inference
     start: Literal["noised", "clean"] = infer(
         "noised", "`noised`: to `strength`, then DDIM; `clean`: the notebook's sampling")
@@ -77,7 +74,6 @@ class LatentUnetParams(HybridScoreParams):
     sample_steps: int = infer(250, "`clean`: DDPM steps from t = 999 to 0", ge=1)
     generator_seed: int = infer(42, ge=0)
     clip_weights: OpenClipWeights = infer("clip_vit_b32", "open_clip source of the CLIP term")
-    infer_batch_size: int = infer(8, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> LatentUnetParams:

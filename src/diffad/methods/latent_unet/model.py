@@ -20,7 +20,7 @@ from diffad.models.reconstruction import ClipImageDistance, reconstruction_detec
 from diffad.models.resize import resize
 from diffad.models.unet import build_unet2d
 from diffad.runtime import Runtime
-from diffad.training import Trainer, TrainerSettings, TrainingSession
+from diffad.training import Trainer, TrainingSession
 from diffad.weights import load_diffusers_component
 
 
@@ -124,8 +124,7 @@ class LatentUnetModel(AnomalyModel):
         data = torch.stack([torch.cat(means), torch.cat(stds)], dim=1)  # (N, 2, C, h, w)
         trainer = Trainer(
             {"unet": self.unet}, torch.optim.AdamW(self.unet.parameters(), lr=p.learning_rate),
-            TrainerSettings(epochs=p.epochs, batch_size=p.batch_size, grad_accum=p.grad_accum,
-                            checkpoint_every=p.checkpoint_every, seed=self.runtime.seed),
+            p.trainer_settings(self.runtime.seed),
             device, session, fingerprint=repr(p.values("train")))
 
         def loss(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -176,9 +175,8 @@ class LatentUnetModel(AnomalyModel):
         scores, maps = reconstruction_detectors(images, recon, self.clip())
         return Prediction(scores=scores, maps=maps)
 
-    def infer(self, rows: pd.DataFrame, batch_size: int):
+    def eval(self) -> None:
         self.unet.eval()
-        yield from super().infer(rows, self.params.infer_batch_size)
 
     # ----------------------------------------------------------------- storage
 

@@ -34,7 +34,7 @@ from typing import Literal
 from pydantic import field_validator
 
 from diffad.methods.base import MethodKind, Requirements, Scored
-from diffad.methods.params import Backbone, MethodParams, infer, score, train
+from diffad.methods.params import Backbone, MethodParams, infer, run, score, train
 from diffad.methods.registry import register_method
 from diffad.scoring.fusion import gaussian_smooth
 from diffad.scoring.outputs import Outputs
@@ -53,7 +53,8 @@ class PatchCoreParams(MethodParams):
     multi_class: bool = train(False, "one memory bank per dataset (category `all`)")
     center_crop: int | None = train(None, "crop the resized image to this side (the paper: "
                                     "256 -> 224), evaluated on the crop", ge=16)
-    batch_size: int = infer(8, "images per forward pass", ge=1)
+    infer_batch_size: int = run(8, "images per forward pass (memory bank and inference)",
+                                ge=1)
     patch_neighbors: int = infer(1, "nearest bank entries averaged per patch score", ge=1)
     reweight_neighbors: int = infer(9, "b of Eq. 7: bank neighbours of m* in the weight",
                                     ge=1)

@@ -65,7 +65,7 @@ class PatchCoreModel(AnomalyModel):
 
     def fit(self, train: pd.DataFrame, session: TrainingSession) -> pd.DataFrame:
         batches = image_batches(train["image_path"].tolist(), self.runtime,
-                                self.params.batch_size, desc="features")
+                                self.params.infer_batch_size, desc="features")
         features = [self.embed(images.to(self.runtime.device)) for images in batches]
         patches = torch.cat(features).permute(0, 2, 3, 1).reshape(-1, features[0].shape[1])
         keep = greedy_coreset(patches, self.params.coreset_ratio, self.params.projection_dim,

@@ -31,7 +31,7 @@ from typing import Literal
 from pydantic import model_validator
 
 from diffad.methods.base import MethodKind, Requirements, Scored
-from diffad.methods.params import DiffusersWeights, OpenClipWeights, infer, train
+from diffad.methods.params import DiffusersWeights, OpenClipWeights, infer, run, train
 from diffad.methods.reconstruction import (
     HybridScoreParams,
     hybrid_score,
@@ -40,25 +40,28 @@ from diffad.methods.reconstruction import (
 )
 from diffad.methods.registry import register_method
 from diffad.scoring.outputs import Outputs
+from diffad.training.settings import TrainerParams
 
 #: The report's prompts (Sec. 3.1); the notebook's are named variants.
 PROMPT = "a flawless {category}"
 NEGATIVE_PROMPT = "holes, stains, defects, damaged, distortion"
 
 
-class SdImg2ImgParams(HybridScoreParams):
+class SdImg2ImgParams(HybridScoreParams, TrainerParams):
     weights: DiffusersWeights = train("sd15", "diffusers Stable Diffusion pipeline source")
     # LoRA (train tier: one adapter per category, shared by every img2img setting)
     lora: bool = train(False, "train a LoRA of the UNet's attention on the normal images")
     lora_rank: int = train(8, ge=1)
     lora_alpha: float = train(8.0, "LoRA scale numerator (alpha / rank)", gt=0)
     lora_prompt: str = train("photo of mv{category} object", "DreamBooth instance prompt")
-    lora_steps: int = train(600, "optimizer steps", ge=1)
-    lora_batch_size: int = train(1, ge=1)
-    lora_grad_accum: int = train(4, ge=1)
-    lora_learning_rate: float = train(1e-4, "AdamW", gt=0)
     lora_resolution: int = train(512, "side of the training images", ge=8)
-    checkpoint_every: int = train(200, "optimizer steps between resumable checkpoints", ge=1)
+    # The LoRA's training on the shared trainer (TrainerParams): DreamBooth's recipe.
+    epochs: int = train(1, "unused: `max_steps` sets the LoRA's length", ge=1)
+    max_steps: int | None = train(600, "LoRA optimizer steps (DreamBooth's 600)", ge=1)
+    batch_size: int = train(1, ge=1)
+    grad_accum: int = train(4, ge=1)
+    learning_rate: float = train(1e-4, "AdamW", gt=0)
+    checkpoint_every: int = run(200, "optimizer steps between resumable checkpoints", ge=1)
     # img2img (infer tier: a sweep over these trains nothing)
     prompt: str = infer(PROMPT, "`{category}` is the category's name")
     negative_prompt: str = infer(NEGATIVE_PROMPT)
@@ -73,7 +76,7 @@ class SdImg2ImgParams(HybridScoreParams):
     sd_resolution: int = infer(512, "side at which SD reconstructs (images are upscaled "
                                     "and the result resized back)", ge=8)
     clip_weights: OpenClipWeights = infer("clip_vit_b32", "open_clip source of the CLIP term")
-    infer_batch_size: int = infer(4, ge=1)
+    infer_batch_size: int = run(4, "images per img2img batch", ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> SdImg2ImgParams:

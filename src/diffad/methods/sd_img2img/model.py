@@ -15,7 +15,7 @@ from diffad.methods.sd_img2img import SdImg2ImgParams
 from diffad.models.reconstruction import ClipImageDistance, reconstruction_detectors
 from diffad.models.resize import resize
 from diffad.runtime import Runtime
-from diffad.training import Trainer, TrainerSettings, TrainingSession
+from diffad.training import Trainer, TrainingSession
 from diffad.weights import load_diffusers, stored_parameters
 
 #: diffusers' LoRA file in a model folder (``save_lora_weights`` / ``load_lora_weights``).
@@ -89,11 +89,9 @@ class SdImg2ImgModel(AnomalyModel):
             text = pipe.encode_prompt(prompt, torch.device("cpu"), 1, False)[0].to(device)
         trainable = [q for q in unet.parameters() if q.requires_grad]
         trainer = Trainer(
-            {"unet": unet}, torch.optim.AdamW(trainable, lr=p.lora_learning_rate,
+            {"unet": unet}, torch.optim.AdamW(trainable, lr=p.learning_rate,
                                              weight_decay=1e-2),
-            TrainerSettings(epochs=1, max_steps=p.lora_steps, batch_size=p.lora_batch_size,
-                            grad_accum=p.lora_grad_accum, checkpoint_every=p.checkpoint_every,
-                            seed=self.runtime.seed),
+            p.trainer_settings(self.runtime.seed),
             device, session, fingerprint=repr((p.values("train"), self.category)))
         scale = vae.config.scaling_factor
 

@@ -48,6 +48,7 @@ from diffad.methods.params import (
 from diffad.methods.registry import register_method
 from diffad.scoring.fusion import avg_pool_max, gaussian_smooth
 from diffad.scoring.outputs import Outputs
+from diffad.training.settings import TrainerParams
 from diffad.weights import check_backbone
 
 _SPEC = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(:(?P<layers>-?\d+(,-?\d+)*))?"
@@ -83,7 +84,7 @@ def denoising_grid(params: VlmDiffParams) -> list[int]:
     return [t for t in grid if t <= start]
 
 
-class VlmDiffParams(MethodParams):
+class VlmDiffParams(MethodParams, TrainerParams):
     multi_class: bool = train(
         True, "one model per dataset (category `all`, the paper's multi-class setting); "
         "False: one per category (COCO-AD's folds, each its own train set)")
@@ -105,15 +106,13 @@ class VlmDiffParams(MethodParams):
     beta_start: float = train(0.00085, "scaled-linear schedule, as SD", gt=0, lt=1)
     beta_end: float = train(0.012, gt=0, lt=1)
     latent_scale: float = train(0.18215, "z = latent_scale * E(x), SD's factor", gt=0)
+    # The shared trainer's fields (TrainerParams), these defaults the paper's
     epochs: int = train(300, "paper: 100 (Real-IAD, COCO-AD) and 300 (MVTec AD, VisA)", ge=1)
     batch_size: int = train(12, ge=1)
     grad_accum: int = train(4, ge=1)
     learning_rate: float = train(1e-5, "AdamW", gt=0)
     weight_decay: float = train(0.01, "AdamW's (the authors' code keeps torch's default)",
                                 ge=0)
-    grad_clip: float | None = train(None, gt=0)
-    ema_decay: float | None = train(None, gt=0, lt=1)
-    checkpoint_every: int = train(500, "optimizer steps between resumable checkpoints", ge=1)
     # Inference
     ddim_steps: int = infer(10, "DDIM steps, eta 0 (the authors' grid 901, 801, ..., 1)", ge=1)
     start_timestep: int | None = infer(
@@ -137,7 +136,6 @@ class VlmDiffParams(MethodParams):
     feature_resolution: int | None = infer(
         None, "side at which the extractors compare input and reconstruction (both resized "
         "alike); None: the autoencoder's resolution", ge=16)
-    infer_batch_size: int = infer(8, ge=1)
     # Score tier
     detector: str | None = score(
         None, "which extractor's map scores (a `feature_extractors` entry); None: the first")

@@ -27,7 +27,7 @@ from diffad.models.feature_similarity import IntermediateFeatures, cosine_distan
 from diffad.models.resize import resize
 from diffad.models.text_encoder import TextEncoder
 from diffad.runtime import Runtime
-from diffad.training import Trainer, TrainerSettings, TrainingSession
+from diffad.training import Trainer, TrainingSession
 from diffad.weights import load_diffusers_component, weight_source
 
 #: Caption embeddings of a training set up to this size are computed once, before
@@ -156,9 +156,7 @@ class VlmDiffModel(AnomalyModel):
         trainer = Trainer(
             {"unet": self.unet, "control": self.control},
             torch.optim.AdamW(trainable, lr=p.learning_rate, weight_decay=p.weight_decay),
-            TrainerSettings(epochs=p.epochs, batch_size=p.batch_size, grad_accum=p.grad_accum,
-                            grad_clip=p.grad_clip, ema_decay=p.ema_decay,
-                            checkpoint_every=p.checkpoint_every, seed=self.runtime.seed),
+            p.trainer_settings(self.runtime.seed),
             self.runtime.device, session,
             fingerprint=_digest(p.values("train"), texts))
         device = self.runtime.device
@@ -243,10 +241,9 @@ class VlmDiffModel(AnomalyModel):
         scores = {name: m.reshape(len(m), -1).max(axis=1) for name, m in maps.items()}
         return Prediction(scores=scores, maps=maps)
 
-    def infer(self, rows: pd.DataFrame, batch_size: int):
+    def eval(self) -> None:
         self.unet.eval()
         self.control.eval()
-        yield from super().infer(rows, self.params.infer_batch_size)
 
     # ----------------------------------------------------------------- storage
 
