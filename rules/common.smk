@@ -1,13 +1,11 @@
 # Config validation, the plan of the DAG (diffad.plan) and one-line adapters from a
-# job's wildcards to it. Every decision lives in the library, unit-tested there.
+# job's wildcards to it: every decision lives in the library, unit-tested there.
 from snakemake.utils import validate
 
 from diffad.plan import Plan
 
 validate(config, schema="../config/schema/config.schema.yaml")
-
-# Resolved once, at DAG build: an unknown kind or a bad parameter fails here,
-# with its config path in the message, before any job starts.
+# Resolved once, at DAG build: a bad setting fails here, its config key named.
 PLAN = Plan.from_config(config)
 PATHS = PLAN.paths
 
@@ -29,10 +27,7 @@ def get_captioner(w):
 
 
 def get_captioner_inputs(w):
-    return {
-        "manifests": PLAN.manifests(w.dataset, [w.category]),
-        "weights": PLAN.captioner_weights(w.captioner),
-    }
+    return PLAN.captioner_inputs(w.captioner, w.dataset, w.category)
 
 
 def get_autoencoder(w):
@@ -48,7 +43,6 @@ def get_train_inputs(w):
 
 
 def get_training_params(w):
-    # Only what shapes the model: an infer, score or run setting never retrains.
     return PLAN.rerun_params(w.method, w.category, "train")
 
 
@@ -57,20 +51,11 @@ def get_infer_inputs(w):
 
 
 def get_inference_params(w):
-    # What the network is asked: a score setting never reruns inference.
     return PLAN.rerun_params(w.method, w.category, "train", "infer")
-
-
-def get_infer_artefacts(w):
-    return PLAN.artefacts(w.method, w.dataset, w.category, inference=True)
 
 
 def get_evaluate_inputs(w):
     return PLAN.evaluate_inputs(w.method, w.dataset, w.category)
-
-
-def get_outputs(w):
-    return PLAN.outputs(w.method, w.dataset, w.category)
 
 
 def get_score_params(w):

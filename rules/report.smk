@@ -66,7 +66,7 @@ rule metrics_chart:
 
 rule heatmaps:
     input:
-        unpack(get_outputs),
+        unpack(get_evaluate_inputs),
     output:
         report(
             PATHS.heatmaps,

@@ -46,7 +46,7 @@ def select(manifest: pd.DataFrame, category: str, split: str,
 
 
 def by_category(manifest_paths: list[str]) -> dict[str, str]:
-    """Per-category manifest paths (``results/data/<dataset>/<category>.parquet``)."""
+    """Per-category manifest paths (:data:`~diffad.paths.PATHS` ``.manifest``), by category."""
     return {Path(p).stem: str(p) for p in manifest_paths}
 
 

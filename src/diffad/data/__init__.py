@@ -12,7 +12,7 @@ Public API::
     load_image(path, size) -> float32 HxWx3 in [0, 1]
     load_mask(path, size) -> bool HxW
 
-One manifest per (dataset, category), ``results/data/{dataset}/{category}.parquet``:
+One manifest per (dataset, category) (:data:`diffad.paths.PATHS` ``.manifest``):
 a category's manifest reads only its own folder (or its entries of the split
 file), so a broken category fails alone and adding one builds only its own.
 

@@ -1,6 +1,6 @@
 """The manifests: one table per (dataset, category), one row per image, read by every later stage.
 
-Files: ``results/data/{dataset}/{category}.parquet``, each built from that
+Files: one per category (:data:`diffad.paths.PATHS` ``.manifest``), each built from that
 category's folder (or its entries of the split file) only, so a broken
 category fails alone and adding one builds only its own manifest. Methods
 that train once per dataset read the dataset-level view,

@@ -1,7 +1,7 @@
 """Reading the keys every dataset entry shares: ``root``, ``categories``, flags.
 
 Category names become path components and a Snakemake wildcard
-(``results/data/{dataset}/{category}.parquet``), so they are checked where
+(:data:`diffad.paths.PATHS` ``.manifest``), so they are checked where
 they are first seen (the config, or the folders a ``folder`` dataset finds):
 :data:`CATEGORY_PATTERN`, not starting with a dot, and not ``all``, which
 names the dataset-level view of every category.

@@ -29,7 +29,7 @@ folders.
 
 Example::
 
-    >>> generate_synthetic("results/data/synthetic/images", ["tiles"], seed=0)  # doctest: +SKIP
+    >>> generate_synthetic("data/synthetic/images", ["tiles"], seed=0)  # doctest: +SKIP
     ['tiles']
 """
 

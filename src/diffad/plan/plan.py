@@ -287,8 +287,10 @@ class Plan:
     def captioner_params(self, captioner: str) -> dict[str, Any]:
         return self.captioners[captioner].model_dump(mode="json")
 
-    def captioner_weights(self, captioner: str) -> list[str]:
-        return self.weights([self.captioners[captioner].weights])
+    def captioner_inputs(self, captioner: str, dataset: str, category: str) -> dict[str, list]:
+        """The category's manifest and the captioner's weights."""
+        return {"manifests": self.manifests(dataset, [category]),
+                "weights": self.weights([self.captioners[captioner].weights])}
 
     def autoencoder_params(self, autoencoder: str) -> dict[str, Any]:
         """What reruns an autoencoder job (its run-control settings are not part of it)."""
@@ -396,6 +398,62 @@ class Plan:
         """Everything ``snakemake`` builds by default."""
         return (list(self.table_files().values()) + [self.metrics_chart()] + self.heatmaps()
                 + self.caption_samples() + self.strength_figures())
+
+    def jobs(self) -> dict[str, list[tuple[str, ...]]]:
+        """The jobs of a run from scratch to the default target: rule -> each job's
+        wildcard values, the rules' own order (snakemake's dry run lists the same jobs;
+        a test checks it). The rehearsal's cost estimate counts them."""
+        grid = self.grid
+        evaluated = sorted(set(grid))
+        infers = sorted({(self.variants.inferred_by[m], d, c) for m, d, c in grid})
+        figures = [(m, d, c) for m, d, c in grid if m in self.variants.shown]
+        strengths = [(m, d, c) for m, d, c in figures if self.variants.inferred_by[m] == m
+                     and self.kind(m).reconstructs_by_strength(params_of(self.methods[m]))]
+        trains = sorted({(self.variants.trained_by[m], d, self.unit(m, c))
+                         for m, d, c in infers + strengths})
+        # What those jobs read: artefacts, manifests, weights.
+        files: set[str] = set()
+        for m, d, c in trains:
+            files.update(*self.train_inputs(m, d, c).values())
+        for m, d, c in infers + strengths:
+            inputs = self.infer_inputs(m, d, c)
+            files.update(inputs["manifests"], inputs["weights"], inputs["artefacts"])
+        used = self.used_captioners()
+        for captioner, dataset in used:
+            files.update(self.caption_tables(captioner, dataset))
+        autoencoders = sorted(self._matches(self.paths.autoencoder, files))
+        for name, d, unit in autoencoders:
+            files.update(*self.autoencoder_inputs(name, d, unit).values())
+        captions = sorted(self._matches(self.paths.captions, files))
+        test_captions = sorted(self._matches(self.paths.test_captions, files))
+        for captioner, d, c in captions + test_captions:
+            files.update(*self.captioner_inputs(captioner, d, c).values())
+        manifests = sorted(self._matches(self.paths.manifest, files))
+        return {
+            "download": [(d,) for d in self.datasets if self.download(d)],
+            "manifest": manifests,
+            "fetch_weights": sorted(self._matches(self.paths.weights_marker, files)),
+            "captions": captions,
+            "test_captions": test_captions,
+            "autoencoder": autoencoders,
+            "train": trains,
+            "infer": infers,
+            "evaluate": evaluated,
+            "heatmaps": figures,
+            "strength_figure": strengths,
+            "caption_samples": used,
+            "build_tables": [(self.table_name,)],
+            "metrics_chart": [(self.table_name,)],
+        }
+
+    @staticmethod
+    def _matches(template: str, files: set[str]) -> set[tuple[str, ...]]:
+        """The wildcard values of the ``files`` that ``template`` makes."""
+        names = re.findall(r"{(\w+)}", template)
+        pattern = re.compile("^" + re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(template))
+                             + "$")
+        return {tuple(match[n] for n in names) for f in files
+                if (match := pattern.match(f))}
 
 
 __all__ = ["TABLE_FORMATS", "Job", "Plan"]

@@ -1,7 +1,7 @@
 """The infer stage's files, and :class:`Outputs`, what a kind's score tier reads.
 
 Per (inference variant, dataset, category) the infer rule writes, under
-``results/scores/<method>/<dataset>/``:
+the scores folder of a variant and dataset (:data:`diffad.paths.PATHS` ``.scores``):
 
 ``<category>.parquet``
     one row per test image in manifest order: ``image_path``, ``category``,
