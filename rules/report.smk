@@ -115,33 +115,3 @@ rule caption_samples:
         "../envs/data.yaml"
     script:
         "../workflow/scripts/caption_samples.py"
-
-
-rule strength_figure:
-    input:
-        unpack(get_infer_inputs),
-    output:
-        report(
-            PATHS.strengths,
-            caption="../workflow/report/strengths.rst",
-            category="Reconstructions",
-            subcategory="{method} / {dataset}",
-            labels={
-                "method": "{method}",
-                "dataset": "{dataset}",
-                "category": "{category}",
-            },
-        ),
-    log:
-        PATHS.log("strength_figure", "method", "dataset", "category"),
-    conda:
-        "../envs/torch.yaml"
-    threads: PLAN.threads("infer")
-    resources:
-        **PLAN.resources("infer"),
-    params:
-        method=get_inference_params,
-        image_size=get_image_size,
-        seed=PLAN.runtime_settings()["seed"],
-    script:
-        "../workflow/scripts/strength_figure.py"

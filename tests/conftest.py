@@ -1,4 +1,5 @@
-"""Shared fixtures: the offline weights cache and tiny image trees written into tmp_path."""
+"""Shared fixtures: the offline weights cache, the synthetic dataset, one run of the embedded
+default, and tiny image trees written into tmp_path."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
+from snakemake_runs import REPO, snakemake, write_config
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +25,32 @@ def weights_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("weights")
     fetch_weights("tf_efficientnet_lite0", root)
     return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """The embedded default's synthetic dataset (two categories, 224 px), generated once per
+    test run at an absolute path and shared by every test that reads it."""
+    from diffad.data import build_manifest, dataset_categories
+
+    root = tmp_path_factory.mktemp("synthetic") / "images"
+    cfg = {"kind": "synthetic", "root": str(root)}
+    for category in dataset_categories("synthetic", cfg):
+        build_manifest("synthetic", cfg, category, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory, synthetic_root) -> Path:
+    """`make run`: config/config.yaml end to end, once per test run, on the shared synthetic
+    dataset. Read it; a test that changes a config or a file works on ``copy_run`` of it."""
+    workdir = tmp_path_factory.mktemp("default")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["datasets"]["synthetic"]["root"] = str(synthetic_root)
+    config["reference_dir"] = str(REPO / "config" / "reference")
+    write_config(workdir, config)
+    snakemake(workdir)
+    return workdir
 
 
 def write_png(path: Path, size: tuple[int, int] = (40, 30), value: int | None = None,

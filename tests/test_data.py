@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -69,19 +68,16 @@ def decoded(monkeypatch) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def default_synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synthetic") / "images"
-    cfg = {"kind": "synthetic", "root": str(root)}
-    start = time.perf_counter()
+def default_synthetic(synthetic_root):
+    """The test run's synthetic dataset (conftest.py) and its manifests, read back."""
+    cfg = {"kind": "synthetic", "root": str(synthetic_root)}
     frames = [build_manifest("synthetic", cfg, c, progress=False)
               for c in dataset_categories("synthetic", cfg)]
-    df = pd.concat(frames, ignore_index=True)
-    return root, df, time.perf_counter() - start
+    return synthetic_root, pd.concat(frames, ignore_index=True)
 
 
-def test_default_synthetic_is_fast_and_complete(default_synthetic):
-    root, df, seconds = default_synthetic
-    assert seconds < 20, f"default synthetic dataset took {seconds:.1f} s"
+def test_default_synthetic_is_complete(default_synthetic):
+    root, df = default_synthetic
     assert sorted(df["category"].unique()) == ["tiles", "widget"]
     for category in ("tiles", "widget"):
         rows = df[df["category"] == category]
@@ -96,7 +92,7 @@ def test_default_synthetic_is_fast_and_complete(default_synthetic):
 
 
 def test_synthetic_masks_are_the_painted_defects(default_synthetic):
-    _, df, _ = default_synthetic
+    _, df = default_synthetic
     anomalous = df[df["label"] == 1]
     assert anomalous["mask_path"].map(lambda p: isinstance(p, str)).all()
     assert df.loc[df["label"] == 0, "mask_path"].isna().all()

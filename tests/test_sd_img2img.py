@@ -1,5 +1,5 @@
 """Paper 000: SD img2img (with its LoRA), the latent UNet and the CLIP patch baseline,
-their detectors and hybrid score tier, and a run through snakemake with an alpha sweep."""
+their detectors and hybrid score tier (an alpha sweep through snakemake: test_workflow.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from test_workflow import REPO, planned_jobs, snakemake, write_config
 
 from diffad.errors import ConfigError
 from diffad.methods import build_model, load_model, resolve_method
@@ -192,31 +191,3 @@ def test_clip_patch_distance_is_zero_on_a_train_image(runtime, rows):
 
 
 # ---------------------------------------------------------------- through snakemake
-
-def test_an_alpha_sweep_scores_one_set_of_reconstructions(tmp_path, tiny_root):
-    config = {
-        "experiment": "sd", "reference_dir": str(REPO / "config" / "reference"),
-        "datasets": {"synthetic": {
-            "kind": "synthetic", "root": "data/synthetic", "image_size": 64,
-            "synthetic": {"n_train": 4, "n_test_good": 3, "n_test_defect": 1}}},
-        "methods": {"sd": TINY_SD, "clip_patch": {"kind": "clip_patch",
-                                                   "clip_weights": "tiny_clip"}},
-        "method_grids": {"alpha": {"name": "sd_a{alpha}", "base": TINY_SD,
-                                   "vary": {"alpha": [0.3, 0.9]}}},
-        "categories": ["widget"],
-        "runtime": {"weights_dir": str(tiny_root), "seed": 0},
-    }
-    write_config(tmp_path, config)
-    plan = planned_jobs(snakemake(tmp_path, "--dry-run").stdout)
-    # One set of reconstructions for the three alphas (sd's 0.8, 0.3 and 0.9).
-    assert sorted(w for rule, w in plan if rule == "infer") == [
-        "method=clip_patch, dataset=synthetic, category=widget",
-        "method=sd, dataset=synthetic, category=widget"]
-    assert sum(rule == "evaluate" for rule, _ in plan) == 4
-    snakemake(tmp_path)
-    metrics = pd.read_parquet(tmp_path / "results/metrics/sd_a0.3/synthetic/widget.parquet")
-    assert 0 < float(metrics["ssim"].iloc[0]) <= 1
-    table = (tmp_path / "results/tables/sd.partial-widget.md").read_text()
-    assert "SSIM" in table
-    assert (tmp_path / "results/figures/strengths/sd/synthetic/widget.png").is_file()
-    assert not (tmp_path / "results/figures/strengths/clip_patch").exists()

@@ -1,417 +1,305 @@
-"""Real snakemake runs of the whole workflow in a temporary directory.
+"""Real snakemake runs of the whole workflow: the embedded default once per test run
+(``default_run``), and copies of it where a test changes a config or a file.
 
-A small synthetic dataset (two categories, 64 px), two PatchCore variants,
-latent inversion variants sharing one model, and a method kind of the
-tests' own (tests/plugins/toy_method.py) with a score-tier sweep keep each
-run around a minute on two cores.
+What the DAG decides (job counts, sharing, inputs) is tested in-process in
+test_plan.py; here the rules do it for real: every contracted output, a rerun of
+exactly what a change touches, a plugin kind, a killed job resuming, locks.
 """
 
 from __future__ import annotations
 
-import copy
+import html
 import json
-import re
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 from safetensors import safe_open
+from snakemake_runs import (
+    REPO,
+    copy_run,
+    mtimes,
+    planned_jobs,
+    read_config,
+    snakemake,
+    write_config,
+)
 
-REPO = Path(__file__).resolve().parents[1]
-TOY_PLUGIN = str(REPO / "tests" / "plugins" / "toy_method.py")
+from diffad.locks import lock_files, snakemake_processes, unlock_if_stale
 
 pytestmark = pytest.mark.workflow
 
-
-ESM = {"kind": "esm", "resolution": 32, "block_out_channels": [16, 32], "layers_per_block": 1,
-       "attention_levels": 0, "train_timesteps": 100, "epochs": 2, "t_d": 5,
-       "feature_backbone": "tf_efficientnet_lite0", "feature_layers": [1, 2],
-       "infer_batch_size": 16}
-LATENT_INVERSION = {"kind": "latent_inversion", "backbone": "tf_efficientnet_lite0",
-                    "block_out_channels": [32, 64], "layers_per_block": 1, "epochs": 3,
-                    "batch_size": 8}
+CATEGORIES = ("tiles", "widget")
+TOY_PLUGIN = str(REPO / "tests" / "plugins" / "toy_method.py")
 
 
-def small_config(weights_root: Path, **overrides) -> dict:
-    config = {
-        "experiment": "small",
-        "reference_dir": str(REPO / "config" / "reference"),
-        "datasets": {
-            "synthetic": {
-                "kind": "synthetic",
-                "root": "data/synthetic",
-                "image_size": 64,
-                "synthetic": {"n_train": 12, "n_test_good": 5, "n_test_defect": 2},
-            }
-        },
-        "methods": {
-            "patchcore_a": {"kind": "patchcore", "backbone": "tf_efficientnet_lite0",
-                            "coreset_ratio": 0.5},
-            "patchcore_b": {"kind": "patchcore", "backbone": "tf_efficientnet_lite0",
-                            "coreset_ratio": 0.25},
-            # One memory bank for both categories (category `all`), evaluated per category.
-            "patchcore_mc": {"kind": "patchcore", "backbone": "tf_efficientnet_lite0",
-                             "coreset_ratio": 0.25, "multi_class": True},
-            "li": LATENT_INVERSION,
-            # A score setting only: it must reuse li's inference.
-            "li_nll": {**LATENT_INVERSION, "score": "nll"},
-            "esm_sigma": {**ESM, "sampler": "esm_sigma", "per_category": {"widget": {"t_d": 3}}},
-        },
-        "plugins": [TOY_PLUGIN],
-        "method_grids": {
-            # li_s3 differs from li in inference settings only: it must reuse li's model.
-            "li_steps": {
-                "name": "li_s{steps}",
-                "base": {**LATENT_INVERSION, "score": "combined_train"},
-                "vary": {"steps": [3]},
-            },
-            # A kind of the tests' own, swept over its score tier: one infer job.
-            "toy": {
-                "name": "toy_p{power}_k{top_k}",
-                "base": {"kind": "toy"},
-                "vary": {"power": [1.0, 2.0], "top_k": [1, 50]},
-            },
-        },
-        "runtime": {"weights_dir": str(weights_root), "seed": 0},
-    }
-    config.update(overrides)
-    # A copy: tests mutate what they get, and the method dicts above are module constants.
-    return copy.deepcopy(config)
+def planned(workdir: Path, *args: str) -> set[tuple[str, str]]:
+    return set(planned_jobs(snakemake(workdir, "--dry-run", *args).stdout))
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--cores", "2", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
+# ------------------------------------------------------- the default, as it ran
 
 
-def planned_jobs(dry_run: str) -> list[tuple[str, str]]:
-    """(rule, wildcards) of every job a dry run lists."""
-    jobs = []
-    for line in dry_run.splitlines():
-        if rule := re.match(r"^\s*(?:local)?rule (\w+):", line):
-            jobs.append((rule.group(1), ""))
-        elif (wildcards := re.match(r"^\s+wildcards: (.*)$", line)) and jobs:
-            jobs[-1] = (jobs[-1][0], wildcards.group(1))
-    return jobs
-
-
-def write_config(workdir: Path, config: dict) -> None:
-    (workdir / "config").mkdir(parents=True, exist_ok=True)
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-
-
-def outputs_of(workdir: Path, method: str) -> dict[Path, int]:
-    files = [p for stage in ("models", "scores", "metrics")
-             for p in (workdir / "results" / stage / method).rglob("*") if p.is_file()]
-    return {p: p.stat().st_mtime_ns for p in files}
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory, weights_root):
-    """One complete run, shared by the tests that only read or rerun it."""
-    workdir = tmp_path_factory.mktemp("run")
-    write_config(workdir, small_config(weights_root))
-    snakemake(workdir)
-    return workdir
-
-
-def test_full_run_writes_every_contracted_output(finished_run):
-    workdir = finished_run
-    categories = ["tiles", "widget"]
-    for category in categories:
-        manifest = pd.read_parquet(workdir / f"results/data/synthetic/{category}.parquet")
+def test_the_default_writes_every_contracted_output(default_run):
+    run = default_run / "results"
+    for category in CATEGORIES:
+        manifest = pd.read_parquet(run / f"data/synthetic/{category}.parquet")
         assert set(manifest["category"]) == {category}
-    for method in ("patchcore_a", "patchcore_b"):
-        for category in categories:
-            model = workdir / "results/models" / method / "synthetic" / category
-            assert {p.name for p in model.iterdir()} >= {"memory_bank.safetensors",
-                                                          "config.json", "metadata.json",
-                                                          "loss.parquet"}
-            stem = workdir / "results/scores" / method / "synthetic" / category
-            scores = pd.read_parquet(f"{stem}.parquet")
-            with safe_open(f"{stem}.maps.safetensors", framework="np") as fh:
-                assert list(fh.keys()) == ["patch"]
-                maps = fh.get_tensor("patch")
-            assert maps.dtype.name == "float16" and maps.shape == (len(scores), 64, 64)
-            assert {"label", "score_max", "score_reweighted", "latency_ms",
-                    "image_path"} <= set(scores.columns)
-            metrics = pd.read_parquet(workdir / "results/metrics" / method / "synthetic"
-                                      / f"{category}.parquet")
+        model = run / "models/patchcore/synthetic" / category
+        assert {p.name for p in model.iterdir()} >= {"memory_bank.safetensors", "config.json",
+                                                      "metadata.json", "loss.parquet"}
+        # The folder is its train tier; inference settings come from each infer job.
+        assert "patch_neighbors" not in json.loads((model / "config.json").read_text())[
+            "params"]
+        stem = run / "scores/patchcore/synthetic" / category
+        scores = pd.read_parquet(f"{stem}.parquet")
+        with safe_open(f"{stem}.maps.safetensors", framework="np") as fh:
+            assert list(fh.keys()) == ["patch"]
+            maps = fh.get_tensor("patch")
+        assert maps.dtype.name == "float16" and maps.shape == (len(scores), 224, 224)
+        assert {"label", "score_max", "score_reweighted", "latency_ms",
+                "image_path"} <= set(scores.columns)
+        for method in ("patchcore", "latent_inversion", "esm_sigma", "esm", "sgm", "vlmdiff",
+                       "sd_img2img", "latent_unet", "clip_patch"):
+            metrics = pd.read_parquet(run / f"metrics/{method}/synthetic/{category}.parquet")
             assert len(metrics) == 1
             assert {"i_auroc", "p_auroc", "aupro", "i_ap", "p_ap", "i_f1max", "p_f1max",
                     "latency_ms", "nfe", "params", "train_s", "protocol"} <= set(metrics.columns)
-            assert 0.0 <= metrics["i_auroc"].iloc[0] <= 1.0
-            assert metrics["params"].iloc[0] > 0
-    # Inference variants share the model of the first variant with their training
-    # params; score variants share the inference outputs too.
-    assert not (workdir / "results/models/li_s3").exists()
-    assert not (workdir / "results/scores/li_nll").exists()
-    for category in categories:
-        li = pd.read_parquet(workdir / f"results/scores/li_s3/synthetic/{category}.parquet")
-        assert {"score_nll", "score_norm"} <= set(li.columns) and (li["nfe"] == 3).all()
-        train = pd.read_parquet(workdir / f"results/scores/li_s3/synthetic/train/{category}"
-                                ".parquet")
-        assert len(train) == 12 and "score_nll" in train.columns
-        assert (workdir / f"results/metrics/li_s3/synthetic/{category}.parquet").exists()
-        ours = pd.read_parquet(workdir / f"results/metrics/li/synthetic/{category}.parquet")
-        nll = pd.read_parquet(workdir / f"results/metrics/li_nll/synthetic/{category}.parquet")
-        assert ours["i_auroc"].iloc[0] != nll["i_auroc"].iloc[0] or (
-            ours["i_ap"].iloc[0] != nll["i_ap"].iloc[0])
-    # Backbone features were extracted once per (category, split) and reused by all variants.
-    assert len(list((workdir / "results/cache/features").glob("*.safetensors"))) == 4
-    table = (workdir / "results/tables/small.md").read_text()
-    assert "patchcore_a" in table and "mean" in table
-    assert "## li_steps on synthetic: mean i_auroc" in table
-    for ext in ("csv", "tex"):
-        assert (workdir / f"results/tables/small.{ext}").stat().st_size > 0
-    assert (workdir / "results/figures/small/metrics.png").stat().st_size > 0
+            assert 0.0 <= metrics["i_auroc"].iloc[0] <= 1.0 and metrics["params"].iloc[0] > 0
+            assert (default_run / f"results/figures/heatmaps/{method}/synthetic/"
+                    f"{category}.png").stat().st_size > 0
+    for ext in ("md", "csv", "tex", "html"):
+        assert (run / f"tables/default.{ext}").stat().st_size > 0
+    assert (run / "figures/default/metrics.png").stat().st_size > 0
+    # Backbone features were extracted once per (backbone setting, split) and reused.
+    assert list((run / "cache/features").glob("*.safetensors"))
     # Every rule wrote its log, which names the rule and the wildcards first.
-    log = (workdir / "logs/train/patchcore_a/synthetic/tiles.log").read_text()
-    assert "rule train: method=patchcore_a dataset=synthetic category=tiles" in log
+    log = (default_run / "logs/train/patchcore/synthetic/tiles.log").read_text()
+    assert "rule train: method=patchcore dataset=synthetic category=tiles" in log
 
 
-def test_a_plugin_kind_runs_with_a_score_tier_sweep_on_one_inference(finished_run):
-    workdir = finished_run
+def test_variants_share_models_and_inferences(default_run):
+    run = default_run / "results"
+    # esm differs from esm_sigma in its sampler only: one model; sgm trains its own.
+    assert not (run / "models/esm").exists() and (run / "models/sgm").is_dir()
+    for category, t_d in (("tiles", 40), ("widget", 20)):  # per_category T_d
+        scores = pd.read_parquet(run / f"scores/esm_sigma/synthetic/{category}.parquet")
+        assert {"score_cos", "score_re", "score_u", "score_kl"} <= set(scores.columns)
+        assert (scores["nfe"] == 2 * t_d + 2).all()
+    # One multi-class vlmdiff model, evaluated per category; one autoencoder per unit.
+    model = run / "models/vlmdiff/synthetic"
+    assert [p.name for p in model.iterdir()] == ["all"]
+    meta = json.loads((model / "all/metadata.json").read_text())
+    assert meta["categories"] == ["tiles", "widget"] and meta["n_train"] == 80
+    assert sorted(p.name for p in (run / "models/autoencoder/tiny/synthetic").iterdir()) == [
+        "all", "tiles", "widget"]
+    assert json.loads((run / "models/autoencoder/tiny/synthetic/all/metadata.json")
+                      .read_text())["finetuned"] is True
+
+
+def test_captions_and_their_report_page(default_run):
+    run = default_run / "results"
+    for category in CATEGORIES:
+        captions = pd.read_parquet(run / f"captions/tiny_blip2/synthetic/{category}.parquet")
+        assert len(captions) == 40 and captions["caption"].str.len().min() > 0
+    page = (run / "figures/captions/tiny_blip2/synthetic.html").read_text()
+    assert "Describe the main object in detail." in page
+    assert page.count('<th class="row">tiles</th>') == 3
+    assert html.escape(captions["caption"].iloc[0]) in page
+    assert (run / "figures/strengths/latent_unet/synthetic/widget.png").stat().st_size > 0
+
+
+def test_a_second_run_has_nothing_to_do(default_run):
+    result = snakemake(default_run, "--dry-run")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_a_category_filter_writes_partial_tables_and_recomputes_nothing(default_run):
+    jobs = planned(default_run, "--config", "categories=[tiles]")
+    assert {rule for rule, _ in jobs} == {"build_tables", "metrics_chart"}
+    assert "experiment=default.partial-tiles" in {w for _, w in jobs}
+
+
+# ----------------------------------------- changes: exactly what they touch reruns
+
+
+@pytest.fixture(scope="module")
+def changed(default_run, tmp_path_factory):
+    """A copy of the default with a train setting of patchcore, a score setting of
+    esm_sigma and run settings of two more kinds changed; planned, run, then one
+    category's model forced. Records what each step planned or rewrote."""
+    workdir = copy_run(default_run, tmp_path_factory.mktemp("changed") / "run")
+    before = mtimes(workdir)
+    config = read_config(workdir)
+    config["methods"]["patchcore"]["coreset_ratio"] = 0.2  # train
+    config["methods"]["esm_sigma"]["weight_kl"] = 0.0  # score
+    config["methods"]["latent_inversion"]["checkpoint_every"] = 7  # run settings
+    config["methods"]["clip_patch"]["infer_batch_size"] = 4
+    write_config(workdir, config)
+    record = {
+        "planned": planned(workdir),
+        "one_category": planned(workdir, "results/metrics/patchcore/synthetic/widget.parquet"),
+    }
+    snakemake(workdir)
+    record["after"] = mtimes(workdir)
+    snakemake(workdir, "--forcerun", "results/models/patchcore/synthetic/tiles/metadata.json")
+    record["forced"] = mtimes(workdir)
+    return before, record
+
+
+def test_a_change_plans_only_the_jobs_it_touches(changed):
+    _, record = changed
+    by_method = {}
+    for rule, w in record["planned"]:
+        method = dict(p.split("=") for p in w.split(", ")).get("method", "")
+        by_method.setdefault(method, set()).add(rule)
+    assert by_method.pop("patchcore") == {"train", "infer", "evaluate", "heatmaps"}
+    assert by_method.pop("esm_sigma") == {"evaluate", "heatmaps"}
+    assert set(by_method) == {""}  # the tables and the chart; no other variant's job
+    assert {rule for rule, w in record["one_category"]} == {"train", "infer", "evaluate"}
+    assert all("category=widget" in w for _, w in record["one_category"])
+
+
+def test_a_run_rewrites_only_the_changed_variants_outputs(changed):
+    before, record = changed
+    after = record["after"]
+    rewritten = {p for p in before if after[p] != before[p]}
+    assert rewritten
+    for path in rewritten:
+        part = path.as_posix().split("/results/")[1]
+        assert part.startswith(("models/patchcore/", "scores/patchcore/", "metrics/patchcore/",
+                                "metrics/esm_sigma/", "figures/", "tables/")), part
+
+
+def test_a_forced_rerun_of_one_category_touches_nothing_else(changed):
+    _, record = changed
+    after, forced = record["after"], record["forced"]
+    changed_files = {p.as_posix().split("/results/")[1] for p in after if forced[p] != after[p]}
+    assert changed_files - {f for f in changed_files if f.startswith(("tables/", "figures/"))} == {
+        "models/patchcore/synthetic/tiles/memory_bank.safetensors",
+        "models/patchcore/synthetic/tiles/config.json",
+        "models/patchcore/synthetic/tiles/loss.parquet",
+        "models/patchcore/synthetic/tiles/metadata.json",
+        "scores/patchcore/synthetic/tiles.parquet",
+        "scores/patchcore/synthetic/tiles.maps.safetensors",
+        "scores/patchcore/synthetic/train/tiles.parquet",
+        "metrics/patchcore/synthetic/tiles.parquet",
+    }
+    assert "tables/default.md" in changed_files
+
+
+def test_listing_the_categories_reruns_nothing(default_run, tmp_path):
+    workdir = copy_run(default_run, tmp_path / "run")
+    config = read_config(workdir)
+    config["datasets"]["synthetic"]["categories"] = ["tiles", "widget"]
+    write_config(workdir, config)
+    assert "Nothing to be done" in snakemake(workdir, "--dry-run").stdout
+
+
+def test_a_changed_captioner_reruns_its_captions_and_what_reads_them(default_run, tmp_path):
+    workdir = copy_run(default_run, tmp_path / "run")
+    config = read_config(workdir)
+    config["captioners"] = {"tiny_blip2": {"base": "tiny_blip2", "prompt": "What is this?"}}
+    write_config(workdir, config)
+    jobs = planned(workdir)
+    rules = {}
+    for rule, _ in jobs:
+        rules[rule] = rules.get(rule, 0) + 1
+    assert rules["captions"] == 2 and rules["train"] == 1  # vlmdiff's one model
+    assert rules["infer"] == 2 and rules["evaluate"] == 2
+    assert not {"autoencoder", "manifest", "fetch_weights"} & set(rules)
+
+
+def test_an_alpha_sweep_scores_one_set_of_reconstructions(default_run, tmp_path):
+    workdir = copy_run(default_run, tmp_path / "run")
+    config = read_config(workdir)
+    base = config["methods"]["sd_img2img"]
+    config["method_grids"] = {"alpha": {"name": "sd_a{alpha}", "base": base,
+                                        "vary": {"alpha": [0.3, 0.9]}}}
+    write_config(workdir, config)
+    jobs = planned(workdir)
+    assert {rule for rule, _ in jobs} == {"evaluate", "build_tables", "metrics_chart"}
+    assert sum(rule == "evaluate" for rule, _ in jobs) == 4
+
+
+def test_a_plugin_kind_runs_with_a_score_tier_sweep_on_one_inference(default_run, tmp_path):
+    workdir = copy_run(default_run, tmp_path / "run")
+    config = read_config(workdir)
+    config["plugins"] = [TOY_PLUGIN]
+    config["method_grids"] = {"toy": {"name": "toy_p{power}_k{top_k}", "base": {"kind": "toy"},
+                                      "vary": {"power": [1.0, 2.0], "top_k": [1, 50]}}}
+    write_config(workdir, config)
+    snakemake(workdir)
+    run = workdir / "results"
     # Four score-tier variants of one plugin kind: one model, one inference.
-    assert [p.name for p in (workdir / "results/models").iterdir() if p.name.startswith("toy")
-            ] == ["toy_p1.0_k1"]
-    assert [p.name for p in (workdir / "results/scores").iterdir() if p.name.startswith("toy")
-            ] == ["toy_p1.0_k1"]
-    config = json.loads((workdir / "results/models/toy_p1.0_k1/synthetic/tiles/config.json")
-                        .read_text())
+    assert [p.name for p in (run / "models").iterdir() if p.name.startswith("toy")] == [
+        "toy_p1.0_k1"]
+    assert [p.name for p in (run / "scores").iterdir() if p.name.startswith("toy")] == [
+        "toy_p1.0_k1"]
+    config = json.loads((run / "models/toy_p1.0_k1/synthetic/tiles/config.json").read_text())
     assert config["kind"] == "toy" and config["plugin"] == TOY_PLUGIN
-    rows = {name: pd.read_parquet(workdir / f"results/metrics/{name}/synthetic/tiles.parquet")
+    rows = {name: pd.read_parquet(run / f"metrics/{name}/synthetic/tiles.parquet")
             for name in ("toy_p1.0_k1", "toy_p2.0_k1", "toy_p1.0_k50", "toy_p2.0_k50")}
     # A monotone power keeps the ranking of max-pooled scores, not of a top-50 mean.
     assert rows["toy_p1.0_k1"]["i_auroc"].iloc[0] == rows["toy_p2.0_k1"]["i_auroc"].iloc[0]
     assert rows["toy_p1.0_k1"]["p_auroc"].iloc[0] == rows["toy_p2.0_k1"]["p_auroc"].iloc[0]
     assert len({round(float(r["i_ap"].iloc[0]), 12) for r in rows.values()}
                | {round(float(r["aupro"].iloc[0]), 12) for r in rows.values()}) > 1
-    assert "toy_p2.0_k50" in (workdir / "results/tables/small.md").read_text()
+    assert "toy_p2.0_k50" in (run / "tables/default.md").read_text()
 
 
-def test_esm_runs_with_a_per_category_start_and_a_fusion_weight_is_evaluate_only(
-        finished_run, weights_root):
-    workdir = finished_run
-    for category, t_d in (("tiles", 5), ("widget", 3)):
-        scores = pd.read_parquet(workdir / f"results/scores/esm_sigma/synthetic/{category}.parquet")
-        assert {"score_cos", "score_re", "score_u", "score_kl"} <= set(scores.columns)
-        assert (scores["nfe"] == 2 * t_d + 2).all()
-    config = small_config(weights_root)
-    config["methods"]["esm_sigma"]["weight_kl"] = 0.0
+# --------------------------------------------------------------- kills and locks
+
+
+def test_a_killed_caption_job_resumes_without_redoing_finished_images(default_run, tmp_path):
+    workdir = copy_run(default_run, tmp_path / "run")
+    config = read_config(workdir)
+    # One image per batch, long captions: the job runs for seconds, a batch at a time.
+    config["captioners"] = {"tiny_blip2": {"base": "tiny_blip2", "batch_size": 1,
+                                           "max_new_tokens": 100, "min_new_tokens": 100}}
     write_config(workdir, config)
-    planned = {rule for rule, w in planned_jobs(snakemake(workdir, "--dry-run").stdout)
-               if "method=esm_sigma" in w}
-    write_config(workdir, small_config(weights_root))
-    assert planned == {"evaluate", "heatmaps"}
-
-
-def test_multi_class_model_trains_once_on_every_category(finished_run):
-    workdir = finished_run
-    models = workdir / "results/models/patchcore_mc/synthetic"
-    assert [p.name for p in models.iterdir()] == ["all"]
-    meta = json.loads((models / "all/metadata.json").read_text())
-    assert meta["categories"] == ["tiles", "widget"] and meta["n_train"] == 24
-    for category in ("tiles", "widget"):
-        metrics = pd.read_parquet(workdir / f"results/metrics/patchcore_mc/synthetic/"
-                                  f"{category}.parquet")
-        assert metrics["n_test"].iloc[0] == 13 and metrics["i_auroc"].iloc[0] > 0.5
-
-
-def test_second_run_has_nothing_to_do(finished_run):
-    result = snakemake(finished_run, "--dry-run")
-    assert "Nothing to be done" in result.stdout + result.stderr
-
-
-def test_changing_one_method_reruns_only_that_method(finished_run, weights_root):
-    workdir = finished_run
-    before_a = outputs_of(workdir, "patchcore_a")
-    before_b = outputs_of(workdir, "patchcore_b")
-    config = small_config(weights_root)
-    config["methods"]["patchcore_b"]["coreset_ratio"] = 0.3
-    # The changed config stays: later tests on this run see it consistent with the outputs.
-    write_config(workdir, config)
-    snakemake(workdir)
-    assert outputs_of(workdir, "patchcore_a") == before_a
-    after_b = outputs_of(workdir, "patchcore_b")
-    assert after_b.keys() == before_b.keys()
-    assert all(after_b[p] > before_b[p] for p in before_b)
-
-
-def test_forced_rerun_of_one_category_touches_nothing_else(finished_run):
-    workdir = finished_run
-    before = {**outputs_of(workdir, "patchcore_a"), **outputs_of(workdir, "patchcore_b")}
-    table = workdir / "results/tables/small.md"
-    table_before = table.stat().st_mtime_ns
-    snakemake(workdir, "--forcerun", "results/models/patchcore_a/synthetic/tiles/metadata.json")
-    after = {**outputs_of(workdir, "patchcore_a"), **outputs_of(workdir, "patchcore_b")}
-    changed = {p.relative_to(workdir / "results").as_posix() for p in before
-               if after[p] != before[p]}
-    assert changed == {
-        "models/patchcore_a/synthetic/tiles/memory_bank.safetensors",
-        "models/patchcore_a/synthetic/tiles/config.json",
-        "models/patchcore_a/synthetic/tiles/loss.parquet",
-        "models/patchcore_a/synthetic/tiles/metadata.json",
-        "scores/patchcore_a/synthetic/tiles.parquet",
-        "scores/patchcore_a/synthetic/tiles.maps.safetensors",
-        "scores/patchcore_a/synthetic/train/tiles.parquet",
-        "metrics/patchcore_a/synthetic/tiles.parquet",
-    }
-    assert table.stat().st_mtime_ns > table_before
-    assert "widget" in table.read_text()
-
-
-def test_single_category_target_builds_only_that_category(tmp_path, weights_root):
-    write_config(tmp_path, small_config(weights_root))
-    snakemake(tmp_path, "results/metrics/patchcore_a/synthetic/widget.parquet")
-    assert (tmp_path / "results/metrics/patchcore_a/synthetic/widget.parquet").exists()
-    built = {p.name for p in (tmp_path / "results/models/patchcore_a/synthetic").iterdir()}
-    assert built == {"widget"}
-    assert not (tmp_path / "results/models/patchcore_b").exists()
-
-
-def test_category_filter_from_the_command_line(tmp_path, weights_root):
-    write_config(tmp_path, small_config(weights_root))
-    result = snakemake(tmp_path, "--dry-run", "--config", "categories=[tiles]")
-    jobs = planned_jobs(result.stdout)
-    evaluated = {w for rule, w in jobs if rule == "evaluate"}
-    assert evaluated and all("category=tiles" in w for w in evaluated)
-    # The per-dataset model still learns every category of the dataset: the filter
-    # narrows what is evaluated, not what a dataset-level model is.
-    trained = {w for rule, w in jobs if rule == "train"}
-    assert "method=patchcore_mc, dataset=synthetic, category=all" in trained
-    assert "dataset=synthetic, category=widget" in {w for rule, w in jobs if rule == "manifest"}
-
-
-def test_failed_category_leaves_other_categories_intact(tmp_path, weights_root):
-    write_config(tmp_path, small_config(weights_root))
-    snakemake(tmp_path, "results/data/synthetic/tiles.parquet")
-    manifest = pd.read_parquet(tmp_path / "results/data/synthetic/tiles.parquet")
-    # An image damaged after the manifest was checked (a flaky file system, a
-    # half-finished copy): that category's training must fail, alone.
-    broken = manifest[(manifest["category"] == "tiles") & (manifest["split"] == "train")]
-    path = tmp_path / broken["image_path"].iloc[0]
-    path.write_bytes(path.read_bytes()[:100])
-    targets = [f"results/metrics/{m}/synthetic/{c}.parquet" for m in ("patchcore_a", "patchcore_b")
-               for c in ("tiles", "widget")]
-    result = snakemake(tmp_path, "--keep-going", *targets, check=False)
-    assert result.returncode != 0
-    log = (tmp_path / "logs/train/patchcore_a/synthetic/tiles.log").read_text()
-    # The job names the changed file and the command that rebuilds its category.
-    assert str(broken["image_path"].iloc[0]) in log
-    assert "snakemake --forcerun results/data/synthetic/tiles.parquet" in log
-    for method in ("patchcore_a", "patchcore_b"):
-        metrics = pd.read_parquet(tmp_path / f"results/metrics/{method}/synthetic/widget.parquet")
-        assert metrics["i_auroc"].notna().all()
-        assert not (tmp_path / f"results/models/{method}/synthetic/tiles/metadata.json").exists()
-    # Rebuilding the manifest as told finds the truncated file itself, naming it.
-    rebuilt = snakemake(tmp_path, "--forcerun", "results/data/synthetic/tiles.parquet",
-                        "results/data/synthetic/tiles.parquet", check=False)
-    assert rebuilt.returncode != 0
-    assert str(broken["image_path"].iloc[0]) in (tmp_path / "logs/data/synthetic/tiles.log"
-                                                 ).read_text()
-
-
-def patchcore_only(weights_root: Path, categories: list[str]) -> dict:
-    config = small_config(weights_root)
-    config["methods"] = {"patchcore_a": config["methods"]["patchcore_a"]}
-    config["method_grids"] = {}
-    config["datasets"]["synthetic"]["categories"] = categories
-    return config
-
-
-def test_adding_a_category_builds_only_that_category(tmp_path, weights_root):
-    write_config(tmp_path, patchcore_only(weights_root, ["tiles"]))
-    snakemake(tmp_path)
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*")
-              if p.is_file() and ("tiles" in p.name or "/tiles/" in str(p))}
-    assert any("models" in str(p) for p in before)
-    write_config(tmp_path, patchcore_only(weights_root, ["tiles", "widget"]))
-    planned = planned_jobs(snakemake(tmp_path, "--dry-run").stdout)
-    assert {(rule, w) for rule, w in planned if "category=tiles" in w} == set()
-    assert ("train", "method=patchcore_a, dataset=synthetic, category=widget") in planned
-    snakemake(tmp_path)
-    after = {p: p.stat().st_mtime_ns for p in before}
-    assert after == before  # not one file of the existing category was rewritten
-    assert (tmp_path / "results/metrics/patchcore_a/synthetic/widget.parquet").exists()
-    assert "widget" in (tmp_path / "results/tables/small.md").read_text()
-
-
-def test_a_category_folder_with_a_space_fails_at_dag_build(tmp_path, weights_root, make_mvtec):
-    make_mvtec(tmp_path / "data", "good_one")
-    make_mvtec(tmp_path / "data", "cat B")
-    config = patchcore_only(weights_root, ["tiles"])
-    config["datasets"] = {"folder": {"kind": "folder", "root": str(tmp_path / "data"),
-                                     "image_size": 64}}
-    write_config(tmp_path, config)
-    result = snakemake(tmp_path, "--dry-run", check=False)
-    out = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert str(tmp_path / "data" / "cat B") in out and "letters, digits" in out
-
-
-@pytest.mark.parametrize(
-    ("mutate", "message"),
-    [
-        (lambda c: c["datasets"]["synthetic"].update(image_size="big"), "image_size"),
-        (lambda c: c["methods"]["patchcore_a"].update(kind="nope"), "methods.patchcore_a.kind"),
-        (lambda c: c["methods"]["patchcore_a"].update(coreset_ratio="x"),
-         "methods.patchcore_a.coreset_ratio"),
-        (lambda c: c["datasets"]["synthetic"].update(kind="nope"), "datasets.synthetic"),
-        (lambda c: c.update(unknown_key=1), "unknown_key"),
-        (lambda c: c["methods"]["patchcore_a"].update(coreset_ratio=-0.5),
-         "methods.patchcore_a.coreset_ratio: must be > 0, got -0.5"),
-        (lambda c: c["methods"]["patchcore_a"].update(layers=[9]), "methods.patchcore_a.layers"),
-        (lambda c: c["methods"]["li"].update(epochs=0), "methods.li.epochs: must be >= 1"),
-        (lambda c: c["methods"]["patchcore_a"].update(backbone="resnet_9000"),
-         "methods.patchcore_a.backbone"),
-    ],
-    ids=["schema-type", "method-kind", "method-param", "dataset-kind", "schema-extra-key",
-         "coreset-range", "layer-index", "epochs-zero", "unknown-backbone"],
-)
-def test_bad_config_fails_at_dag_build_naming_the_key(tmp_path, weights_root, mutate, message):
-    config = small_config(weights_root)
-    mutate(config)
-    write_config(tmp_path, config)
-    result = snakemake(tmp_path, "--dry-run", check=False)
-    assert result.returncode != 0
-    assert message in result.stdout + result.stderr
-    assert not (tmp_path / "results").exists()
-
-
-@pytest.mark.parametrize(
-    ("experiment", "categories", "models", "inferences", "variants", "extra"),
-    # Per category: the variants, the models they share (train jobs) and the
-    # inferences they share. latent_inversion: 50 variants (2 + 3 + 6 + 6 + 6 + 27
-    # reconstruction points) share one model and one inference per distinct
-    # (S, mode, start): S in {2, 3, 4, 5, 10, 50, 100, 1000} plus the 27
-    # reconstruction points. esm: sgm's model and esm's, shared by esm_sigma and
-    # the Table 5 ablations (score settings of esm_sigma). Seeded, three runs of
-    # everything but sgm: each seed's ablations still share its esm_sigma inference.
-    [("patchcore", 15 + 12 + 6, 1, 1, 2, ()), ("latent_inversion", 15 + 12, 1, 8 + 27, 50, ()),
-     ("esm", 15 + 12 + 6, 2, 3, 6, ()),
-     ("esm", 15 + 12 + 6, 1 + 3, 1 + 3 * 2, 1 + 3 * 5,
-      ("--config", "seeds={" + ", ".join(
-          f"{v}: [0, 1, 2]" for v in ("esm", "esm_sigma", "esm_sigma_cos_re",
-                                      "esm_sigma_cos_re_u", "esm_sigma_cos_re_kl")) + "}"))],
-    ids=["patchcore", "latent_inversion", "esm", "esm-seeds"],
-)
-def test_reproduction_config_dry_runs_the_full_dag(tmp_path, experiment, categories, models,
-                                                   inferences, variants, extra):
-    result = snakemake(tmp_path, "--dry-run", "--configfile",
-                       str(REPO / f"config/experiments/{experiment}.yaml"), *extra)
-    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, flags=re.M))
-    assert int(counts["train"]) == models * categories
-    assert int(counts["infer"]) == inferences * categories
-    assert int(counts["evaluate"]) == variants * categories
-    assert int(counts["build_tables"]) == 1
+    target = "results/captions/tiny_blip2/synthetic/tiles.parquet"
+    partial = workdir / "results/captions/tiny_blip2/synthetic/.tiles.partial.parquet"
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
+           str(workdir), "--cores", "1", target]
+    process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            if partial.is_file() and len(pd.read_parquet(partial)) >= 3:
+                break
+            time.sleep(0.05)
+        # While snakemake runs, its lock is kept.
+        assert lock_files(workdir) and process.pid in snakemake_processes(workdir)
+        assert "its lock stays" in unlock_if_stale(workdir)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    kept = pd.read_parquet(partial)
+    assert 3 <= len(kept) < 40, "the job was not killed half-way"
+    # The killed snakemake left its lock: the next call is refused until `make run`'s
+    # first step removes it.
+    blocked = snakemake(workdir, target, check=False)
+    assert blocked.returncode != 0 and "cannot be locked" in blocked.stdout + blocked.stderr
+    out = subprocess.run([sys.executable, "-m", "diffad.locks", str(workdir)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "removed a stale snakemake lock" in out and not lock_files(workdir)
+    snakemake(workdir, target, "--rerun-incomplete")
+    final = pd.read_parquet(workdir / target)
+    assert len(final) == 40 and not partial.exists()
+    again = final.set_index("image_path").loc[kept["image_path"]]
+    # The finished images were not captioned again: their rows are the killed run's.
+    assert again["caption"].tolist() == kept["caption"].tolist()
+    assert again["seconds"].tolist() == kept["seconds"].tolist()
+    log = (workdir / "logs/captions/tiny_blip2/synthetic/tiles.log").read_text()
+    assert f"resuming: {len(kept)} of 40 images already captioned" in log
+    assert unlock_if_stale(workdir) == "no snakemake lock"
 
 
 def test_lint_is_clean():

@@ -16,7 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -61,6 +61,17 @@ def log_to(path: str | os.PathLike | None, header: str = "") -> Iterator[logging
             raise
         finally:
             root.removeHandler(handler)
+
+
+def exit_job() -> NoReturn:
+    """End a job's process once its outputs are written and its log closed, skipping the
+    interpreter's teardown: with diffusers, transformers or open_clip imported it takes
+    1.1-1.6 s (measured), paid once by every torch job of a run. The streams are
+    flushed first; the exit status is 0, as a normal end of the script."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _quiet_library_progress_bars() -> None:

@@ -19,7 +19,15 @@ from diffad.data import check_unchanged, read_manifests
 from diffad.device import seed_everything
 from diffad.errors import DatasetError
 from diffad.io import provenance, write_json, write_parquet
-from diffad.methods import ALL_CATEGORIES, Artefacts, build_model, kind_of, load_model, params_of
+from diffad.methods import (
+    ALL_CATEGORIES,
+    AnomalyModel,
+    Artefacts,
+    build_model,
+    kind_of,
+    load_model,
+    params_of,
+)
 from diffad.methods.base import MODEL_MARKER
 from diffad.runtime import Runtime
 from diffad.scoring.outputs import score_table, stack, write_outputs
@@ -92,10 +100,11 @@ def infer(
     method_cfg: dict[str, Any], manifest_paths: list[str], category: str, model_dir: str,
     outputs: dict[str, str], runtime: Runtime, artefacts: Artefacts | None = None,
     score_train_split: bool = False,
-) -> None:
+) -> tuple[AnomalyModel, pd.DataFrame]:
     """Every detector on the test split, and on the train split with
     ``score_train_split`` (for scores standardised by train statistics):
-    ``outputs`` names the ``scores``, ``maps`` and ``train_scores`` files."""
+    ``outputs`` names the ``scores``, ``maps`` and ``train_scores`` files. Returns the
+    loaded model and the test rows (the strength figure reuses both)."""
     manifests = by_category(manifest_paths)
     manifest = read_manifests(manifests.values())
     rows = select(manifest, category, "test", manifests)
@@ -120,26 +129,21 @@ def infer(
     log.info("wrote %s (%d rows; detectors %s; maps %s)", outputs["scores"], len(table),
              [c for c in table.columns if c.startswith("score_")],
              sorted(predictions[0].maps))
+    return model, rows
 
 
 def strength_reconstructions(
-    method_cfg: dict[str, Any], manifest_paths: list[str], category: str, model_dir: str,
-    runtime: Runtime, artefacts: Artefacts | None, strengths: tuple[float, ...],
+    model: AnomalyModel, rows: pd.DataFrame, strengths: tuple[float, ...],
 ) -> tuple[np.ndarray, list[str], dict[float, np.ndarray]]:
-    """One normal and one anomalous test image of the category (the first of each) and
-    their reconstructions at each strength, by a kind that reconstructs by strength
-    (:meth:`~diffad.methods.AnomalyModel.at_strength`): (images (N, H, W, 3),
-    their defect types, strength -> reconstructions), all in [0, 1]."""
+    """One normal and one anomalous test image of ``rows`` (the first of each) and their
+    reconstructions at each strength, by a model that reconstructs by strength
+    (:meth:`~diffad.methods.AnomalyModel.at_strength`): (images (N, H, W, 3), their
+    defect types, strength -> reconstructions), all in [0, 1]."""
     from diffad.data.loader import image_batches
 
-    manifests = by_category(manifest_paths)
-    rows = select(read_manifests(manifests.values()), category, "test", manifests)
     picked = pd.concat([rows[rows["label"] == 0].head(1), rows[rows["label"] == 1].head(1)])
-    runtime = seeded(runtime, method_cfg)
-    params = params_of(method_cfg)
-    model = load_model(model_dir, runtime, artefacts, overrides=params.values("infer", "run"))
-    images = next(image_batches(picked["image_path"].tolist(), runtime, len(picked)))
-    images = images.to(runtime.device)
+    images = next(image_batches(picked["image_path"].tolist(), model.runtime, len(picked)))
+    images = images.to(model.runtime.device)
     out = {}
     for strength in strengths:
         model.at_strength(strength)

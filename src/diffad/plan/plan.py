@@ -351,14 +351,24 @@ class Plan:
         return [self.paths.format(self.paths.heatmaps, method=m, dataset=d, category=c)
                 for m, d, c in self.grid if m in self.variants.shown]
 
-    def strength_figures(self) -> list[str]:
-        """Reconstructions at increasing strength (paper 000's Figure 4.1) of the variants
-        named under ``methods:`` that reconstruct from a ``strength``, one per inference
-        (a variant differing in score settings only would draw the same figure)."""
-        return [self.paths.format(self.paths.strengths, method=m, dataset=d, category=c)
-                for m, d, c in self.grid
-                if m in self.variants.shown and self.variants.inferred_by[m] == m
+    @cached_property
+    def strength_variants(self) -> list[str]:
+        """The variants whose infer job also draws reconstructions at increasing strength
+        (paper 000's Figure 4.1): named under ``methods:``, owners of their inference (a
+        variant differing in score settings only would draw the same figure), of a kind
+        that reconstructs from a ``strength``."""
+        return [m for m in self.variants.shown if self.variants.inferred_by[m] == m
                 and self.kind(m).reconstructs_by_strength(params_of(self.methods[m]))]
+
+    def infer_constraints(self, strengths: bool) -> str:
+        """The ``method`` wildcard of the infer rule without (``strengths`` False) or with
+        the strength figure: each variant is made by exactly one of the two."""
+        chosen = [m for m in self.methods if (m in self.strength_variants) == strengths]
+        return "|".join(map(re.escape, chosen)) or "(?!)"
+
+    def strength_figures(self) -> list[str]:
+        return [self.paths.format(self.paths.strengths, method=m, dataset=d, category=c)
+                for m, d, c in self.grid if m in self.strength_variants]
 
     def used_captioners(self) -> list[tuple[str, str]]:
         """(captioner, dataset) of every variant of the grid that trains on captions."""
@@ -407,15 +417,13 @@ class Plan:
         evaluated = sorted(set(grid))
         infers = sorted({(self.variants.inferred_by[m], d, c) for m, d, c in grid})
         figures = [(m, d, c) for m, d, c in grid if m in self.variants.shown]
-        strengths = [(m, d, c) for m, d, c in figures if self.variants.inferred_by[m] == m
-                     and self.kind(m).reconstructs_by_strength(params_of(self.methods[m]))]
         trains = sorted({(self.variants.trained_by[m], d, self.unit(m, c))
-                         for m, d, c in infers + strengths})
+                         for m, d, c in infers})
         # What those jobs read: artefacts, manifests, weights.
         files: set[str] = set()
         for m, d, c in trains:
             files.update(*self.train_inputs(m, d, c).values())
-        for m, d, c in infers + strengths:
+        for m, d, c in infers:
             inputs = self.infer_inputs(m, d, c)
             files.update(inputs["manifests"], inputs["weights"], inputs["artefacts"])
         used = self.used_captioners()
@@ -437,10 +445,10 @@ class Plan:
             "test_captions": test_captions,
             "autoencoder": autoencoders,
             "train": trains,
-            "infer": infers,
+            "infer": [j for j in infers if j[0] not in self.strength_variants],
+            "infer_with_strengths": [j for j in infers if j[0] in self.strength_variants],
             "evaluate": evaluated,
             "heatmaps": figures,
-            "strength_figure": strengths,
             "caption_samples": used,
             "build_tables": [(self.table_name,)],
             "metrics_chart": [(self.table_name,)],

@@ -59,7 +59,7 @@ class LatentUnetModel(AnomalyModel):
             if p.autoencoder is not None:
                 from diffad.autoencoder import load_autoencoder
 
-                folder = Path(self.artefacts["autoencoder"][p.autoencoder][0]).parent
+                folder = Path(self.artefacts["autoencoder"][p.autoencoder][0])
                 vae, info = load_autoencoder(folder, self.runtime.device)
                 if info.resolution != p.resolution:
                     raise ConfigError(f"resolution: {p.resolution} differs from autoencoder "

@@ -84,7 +84,7 @@ class VlmDiffModel(AnomalyModel):
             if not paths:
                 raise ConfigError(f"vlmdiff needs the model folder of autoencoder "
                                   f"{self.params.autoencoder!r}; the job was given none")
-            self._autoencoder = load_autoencoder(Path(paths[0]).parent, self.runtime.device)
+            self._autoencoder = load_autoencoder(paths[0], self.runtime.device)
         return self._autoencoder
 
     def text_encoder(self) -> TextEncoder:
