@@ -1,5 +1,7 @@
 # diffad: diffusion-based industrial anomaly detection, from dataset to paper table.
 # Targets: all (default), tables, report (`snakemake --report results/report.html`).
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -24,6 +26,13 @@ include: "rules/train.smk"
 include: "rules/infer.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+
+
+# A rehearsal ends with its cost table and the estimate of the full run.
+onsuccess:
+    cost = PLAN.cost_files().get("md")
+    if cost and os.path.isfile(cost):
+        print(open(cost).read())
 
 
 rule all:

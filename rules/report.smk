@@ -115,3 +115,17 @@ rule caption_samples:
         "../envs/data.yaml"
     script:
         "../workflow/scripts/caption_samples.py"
+
+
+rule cost:
+    input:
+        PLAN.cost_inputs() if PLAN.rehearsal else [],
+    output:
+        **PLAN.cost_files(),
+    log:
+        PATHS.log("cost"),
+    localrule: True
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/cost.py"

@@ -32,7 +32,7 @@ def test_every_yaml_block_of_the_readme_is_a_valid_config(block):
     config = yaml.safe_load(block)
     validate(config, str(SCHEMA))  # fills the defaults, as at DAG build
     plan = Plan.from_config(config)
-    assert set(config["methods"]) <= set(plan.methods)
+    assert set(config["methods"]) <= set(plan.methods) | set(plan.variants.seed_groups)
     for name in config["datasets"]:
         assert plan.full_categories[name]
 

@@ -44,3 +44,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def peak_memory() -> dict[str, float]:
+    """This process's peak memory so far, MB: host RSS (``ru_maxrss``) and, on a GPU, the
+    most CUDA memory torch allocated (NaN without one). A job records it at its end."""
+    import resource
+
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    cuda_mb = (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available()
+               else float("nan"))
+    return {"peak_rss_mb": float(rss_mb), "cuda_peak_mb": float(cuda_mb)}

@@ -90,6 +90,11 @@ def evaluate(method_cfg: dict[str, Any], scores_path: str, maps_path: str, train
         "params": int(meta["params"]),
         "train_s": float(meta["train_s"]),
         "n_test": len(table),
+        # The infer job's peak memory, and its train job's (where recorded).
+        **{f"infer_{k}": float(table[k].iloc[0]) for k in ("peak_rss_mb", "cuda_peak_mb")
+           if k in table},
+        **{f"train_{k}": float(meta[k]) for k in ("peak_rss_mb", "cuda_peak_mb", "s_per_step")
+           if k in meta},
         "n_anomalous": int(anomalous.sum()),
         "note": "; ".join(notes),
     })

@@ -96,8 +96,15 @@ def provenance(config: dict[str, Any] | None = None, seed: int | None = None) ->
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "torch": _installed_version("torch"),
+        # Every library whose version can move a number.
+        "versions": {name: _installed_version(name) for name in SHAPING_LIBRARIES},
         "host": platform.node(),
     }
+
+
+#: The distributions whose versions shape diffad's numbers (recorded with every model).
+SHAPING_LIBRARIES = ("torch", "diffusers", "transformers", "timm", "open_clip_torch", "peft",
+                     "scikit-learn", "scikit-image", "numpy", "snakemake")
 
 
 def _installed_version(package: str) -> str | None:

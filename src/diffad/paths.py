@@ -50,6 +50,7 @@ class Paths:
     heatmaps: str = field(init=False)
     strengths: str = field(init=False)
     caption_samples: str = field(init=False)
+    cost: str = field(init=False)
 
     def __post_init__(self) -> None:
         r = self.results
@@ -82,6 +83,8 @@ class Paths:
             "heatmaps": f"{r}/figures/heatmaps/{{method}}/{{dataset}}/{{category}}.png",
             "strengths": f"{r}/figures/strengths/{{method}}/{{dataset}}/{{category}}.png",
             "caption_samples": f"{r}/figures/captions/{{captioner}}/{{dataset}}.html",
+            # a rehearsal's measured cost and the estimate of its full run
+            "cost": f"{r}/cost.{{ext}}",
         }
         for name, template in templates.items():
             object.__setattr__(self, name, template)

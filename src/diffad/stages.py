@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from diffad.data import check_unchanged, read_manifests
-from diffad.device import seed_everything
+from diffad.device import peak_memory, seed_everything
 from diffad.errors import DatasetError
 from diffad.io import provenance, write_json, write_parquet
 from diffad.methods import (
@@ -32,6 +32,7 @@ from diffad.methods.base import MODEL_MARKER
 from diffad.runtime import Runtime
 from diffad.scoring.outputs import score_table, stack, write_outputs
 from diffad.training import TrainingSession
+from diffad.training.cost import step_cost
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,10 @@ def train(
         "categories": sorted(rows["category"].unique()),
         "n_train": len(rows),
         "train_s": train_s,
+        **step_cost(loss),
         "params": model.num_parameters(),
         "device": str(runtime.device),
+        **peak_memory(),
     }, out / MODEL_MARKER)
     log.info("trained in %.1f s; wrote %s", train_s, out)
 
@@ -118,6 +121,8 @@ def infer(
     table["latency_ms"] = np.concatenate(
         [np.full(len(next(iter(p.scores.values()))), p.latency_ms) for p in predictions])
     table["nfe"] = kind.nfe(params)
+    for key, value in peak_memory().items():  # the job's, on every row (like nfe)
+        table[key] = value
     write_outputs(table, stack(p.maps for p in predictions), outputs["scores"], outputs["maps"])
     train_table = score_table(rows.iloc[:0], {})
     if score_train_split:

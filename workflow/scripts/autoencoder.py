@@ -6,7 +6,7 @@ import torch
 
 from diffad.autoencoder import finetune_autoencoder
 from diffad.data import read_manifests
-from diffad.device import seed_everything
+from diffad.device import peak_memory, seed_everything
 from diffad.io import provenance, write_json
 from diffad.logs import exit_job, job_header, log_to
 from diffad.paths import Paths
@@ -29,6 +29,6 @@ with log_to(sm.log[0], job_header(sm.rule, dict(sm.wildcards))):
     record = finetune_autoencoder(params, w.autoencoder, rows, runtime, folder,
                                   TrainingSession(checkpoint_dir=folder))
     # Written last: its presence says the folder is complete.
-    write_json({**provenance(params.model_dump(mode="json"), runtime.seed), **record},
-               sm.output.metadata)
+    write_json({**provenance(params.model_dump(mode="json"), runtime.seed), **record,
+                **peak_memory()}, sm.output.metadata)
 exit_job()  # every output is written: skip the interpreter teardown (about 1.3 s)

@@ -43,6 +43,7 @@ from diffad.models.perceptual import LPIPS
 from diffad.runtime import Runtime
 from diffad.tiers import without_run
 from diffad.training import Trainer, TrainerSettings, TrainingSession
+from diffad.training.cost import step_cost
 from diffad.weights import hub_offline, load_diffusers_component
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ def finetune_autoencoder(params: AutoencoderParams, name: str, rows: pd.DataFram
                 "finetuned": params.finetune}, out / CONFIG_FILE)
     write_parquet(curve, out / LOSS_FILE)
     return {"autoencoder": name, "n_train": len(paths), "train_s": train_s,
-            "params": sum(p.numel() for p in vae.parameters()), "steps": len(curve),
+            "params": sum(p.numel() for p in vae.parameters()), **step_cost(curve),
             "device": str(runtime.device), "finetuned": params.finetune, **extra}
 
 

@@ -24,7 +24,7 @@ the tests call them directly.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,12 @@ from diffad.methods import (
     tier_values,
 )
 from diffad.paths import Paths
+from diffad.plan.rehearsal import Rehearsal, cut_training, rehearsal_config
 from diffad.plan.resources import RESOURCE_KEYS, resource_of
 from diffad.plan.variants import MethodSet, check_artefacts, check_datasets, method_set
 from diffad.report.coverage import coverage_note, table_name
 from diffad.tiers import without_run
+from diffad.weights.rehearsal import use_rehearsal_sources
 
 #: The formats of an experiment's tables.
 TABLE_FORMATS = ("md", "csv", "tex", "html")
@@ -74,6 +76,10 @@ class Plan:
     variants: MethodSet
     captioners: dict[str, CaptionerParams]
     autoencoders: dict[str, AutoencoderParams]
+    #: a rehearsal's settings (:mod:`.rehearsal`); None for a real run
+    rehearsal: Rehearsal | None = None
+    #: a rehearsal's real run: what its cost estimate scales to
+    full: Plan | None = None
     _requirements: dict[tuple[str, str], Requirements] = field(default_factory=dict,
                                                                  repr=False)
 
@@ -81,7 +87,29 @@ class Plan:
     def from_config(cls, config: dict[str, Any], paths: Paths | None = None) -> Plan:
         """Resolve ``config``: an unknown kind, a bad parameter, a variant naming an unknown
         captioner, autoencoder or dataset fails here with its config path in the message,
-        before any job starts."""
+        before any job starts. With ``rehearsal`` set, the plan of its rehearsal
+        (:func:`~diffad.plan.rehearsal.rehearsal_config`), which knows the real one."""
+        settings = Rehearsal.of(config)
+        if settings is None:
+            return cls._resolve(config, paths)
+        full = cls._resolve({**config, "rehearsal": False}, paths)
+        rehearsed = rehearsal_config(config, full.variants, full.full_categories, settings)
+        rehearsed["autoencoders"] = {
+            name: cut_training(params.model_dump(mode="json"), settings)
+            for name, params in full.autoencoders.items()}
+        runtime = dict(config.get("runtime", {}))
+        runtime["weights_dir"] = f"{full.paths.weights}/rehearsal"
+        runtime.pop("cache_dir", None)
+        rehearsed["runtime"] = runtime
+        plan = cls._resolve(rehearsed, Paths(results=settings.results, logs=settings.logs,
+                                             weights=runtime["weights_dir"]))
+        # Every source the rehearsal loads is its real architecture with random weights,
+        # in this process and in every job (each builds its plan from the same config).
+        use_rehearsal_sources([name for (name,) in plan.jobs()["fetch_weights"]])
+        return replace(plan, rehearsal=settings, full=full)
+
+    @classmethod
+    def _resolve(cls, config: dict[str, Any], paths: Paths | None = None) -> Plan:
         load_plugins(config.get("plugins"))
         variants = method_set(config["methods"], config.get("method_grids"),
                               config.get("best_of"), config.get("seeds"))
@@ -202,8 +230,10 @@ class Plan:
         return entry
 
     def download(self, dataset: str) -> list[str]:
-        """The dataset's download marker, where the config asks for a download."""
-        if self.datasets[dataset].get("download"):
+        """The dataset's download marker, where the config asks for a download (or, in a
+        rehearsal, for its published layout to be written)."""
+        entry = self.datasets[dataset]
+        if entry.get("download") or entry.get("rehearsal_layout"):
             return [self.paths.format(self.paths.download, dataset=dataset)]
         return []
 
@@ -404,10 +434,29 @@ class Plan:
             "grids": self.variants.grid_points,
         }
 
+    def cost_files(self) -> dict[str, str]:
+        """A rehearsal's cost table and estimate (none for a real run)."""
+        if self.rehearsal is None:
+            return {}
+        return {ext: self.paths.format(self.paths.cost, ext=ext) for ext in ("md", "csv")}
+
+    def cost_inputs(self) -> list[str]:
+        """What the cost table reads: every metrics row, model and autoencoder folder and
+        caption table of the rehearsal."""
+        jobs = self.jobs()
+        return (self.metrics()
+                + [self.paths.format(self.paths.model, method=m, dataset=d, category=c)
+                   for m, d, c in jobs["train"]]
+                + [self.autoencoder_model(n, d, u) for n, d, u in jobs["autoencoder"]]
+                + [self.paths.format(getattr(self.paths, stage), captioner=n, dataset=d,
+                                     category=c)
+                   for stage in ("captions", "test_captions") for n, d, c in jobs[stage]])
+
     def final_outputs(self) -> list[str]:
         """Everything ``snakemake`` builds by default."""
         return (list(self.table_files().values()) + [self.metrics_chart()] + self.heatmaps()
-                + self.caption_samples() + self.strength_figures())
+                + self.caption_samples() + self.strength_figures()
+                + list(self.cost_files().values()))
 
     def jobs(self) -> dict[str, list[tuple[str, ...]]]:
         """The jobs of a run from scratch to the default target: rule -> each job's

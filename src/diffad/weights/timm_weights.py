@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffad.errors import ConfigError, WeightsError
+from diffad.weights.builders import seeded
 from diffad.weights.hub import hub_offline, is_local_folder, resolve_revision
 from diffad.weights.pypi_checkpoints import pypi_state_dict
 from diffad.weights.sources import WeightSource
@@ -30,7 +31,11 @@ def fetch_timm(source: WeightSource, folder: Path, cache_dir: Path) -> dict[str,
     from timm.models import save_for_hf
 
     origin: dict[str, Any] = {}
-    if source.pypi:
+    if source.random:
+        with seeded(0):
+            model = timm.create_model(source.model, pretrained=False)
+        origin["random"] = True
+    elif source.pypi:
         model = timm.create_model(source.model, pretrained=False)
         # strict: a renaming slip must fail here, not give silently random features.
         model.load_state_dict(pypi_state_dict(source.pypi), strict=True)

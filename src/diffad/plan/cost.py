@@ -1,0 +1,259 @@
+"""A rehearsal's measured cost, and the estimate of the full reproduction it rehearses.
+
+Every rehearsed job recorded, on the device it ran on, what one unit of its
+work cost: a train job its seconds per optimizer step (``s_per_step``, at the
+rehearsal's batch) or, without a trainer, its seconds per train image; an
+infer job its milliseconds per test image (``latency_ms``, the network only,
+model loading excluded) at its NFE; an autoencoder its seconds per step; a
+captioner its seconds per image; and each its peak host memory (and CUDA
+memory on a GPU) and parameters.
+
+The estimate multiplies, job by job of the *full* plan
+(:meth:`~diffad.plan.Plan.jobs` of the real config), the unit cost of the
+rehearsed variant of the same code path
+(:func:`~diffad.plan.rehearsal.representatives`) by the job's own size:
+
+- training: seconds per sample (a step's seconds over the samples it saw) x
+  the samples of the full training (``max_steps`` x batch x accumulation, or
+  ``epochs`` x the train images of the unit);
+- inference: ms per image x (the variant's NFE / the rehearsed one's, for a
+  diffusion method) x the test images (and the train images where the score
+  tier standardises by them);
+- captions: seconds per image x images; the autoencoder as training.
+
+Image counts are each benchmark's published sizes
+(:data:`~diffad.data.layouts.PUBLISHED`). Model loading, process start and
+scheduler waits are not in it. The device is the rehearsal's: a CPU
+measurement estimates a CPU run; how it relates to a GPU is the reader's
+assumption, and the README says so, never a made-up factor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from diffad.data import ALL_CATEGORIES
+from diffad.data.layouts import published_size
+from diffad.methods import params_of
+from diffad.plan.rehearsal import representatives
+from diffad.training import TrainerParams
+
+if TYPE_CHECKING:
+    from diffad.plan.plan import Plan
+
+#: The columns of cost.csv, one row per (stage, variant, dataset) of the full run.
+COLUMNS = ["stage", "variant", "rehearsed_as", "dataset", "jobs", "device", "params_m",
+           "unit", "unit_cost", "peak_rss_mb", "cuda_peak_mb", "work", "hours", "mem_mb",
+           "note"]
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    return json.loads(Path(path).read_text()) if Path(path).is_file() else {}
+
+
+def _images(plan: Plan, dataset: str, unit: str, split: str) -> int:
+    """Published images of a unit (``all``: every category of the dataset) and split."""
+    kind = plan.datasets[dataset]["kind"]
+    categories = plan.training_categories(dataset, unit)
+    total = 0
+    for category in categories:
+        size = published_size(kind, category)
+        if size is None:  # no published size (folder, synthetic): the plan cannot say
+            return 0
+        total += size.n_train if split == "train" else size.n_test
+    return total
+
+
+def _samples(params: Any, n_train: int) -> int:
+    """Samples a full training sees (steps x batch x accumulation)."""
+    if not isinstance(params, TrainerParams):
+        return n_train
+    per_step = params.batch_size * params.grad_accum
+    if params.max_steps is not None:
+        return params.max_steps * per_step
+    steps_per_epoch = math.ceil(math.ceil(n_train / params.batch_size) / params.grad_accum)
+    return params.epochs * steps_per_epoch * per_step
+
+
+def _seen_per_step(params: Any, n_train: int) -> int:
+    """Samples a rehearsal step saw: a micro-batch is at most the images there are."""
+    if not isinstance(params, TrainerParams):
+        return max(1, n_train)
+    return max(1, min(params.batch_size, n_train)) * params.grad_accum
+
+
+def _rehearsal_category(rehearsal: Plan, dataset: str, category: str) -> str:
+    if category == ALL_CATEGORIES:
+        return category
+    kept = rehearsal.categories(dataset)
+    return category if category in kept else kept[0]
+
+
+def cost_table(rehearsal: Plan) -> pd.DataFrame:
+    """Measured unit costs of the rehearsal and the estimate of its full run, one row per
+    (stage, variant, dataset) of the full plan."""
+    full = rehearsal.full
+    if full is None:
+        raise ValueError("cost_table needs the plan of a rehearsal (config `rehearsal:`)")
+    reps = representatives(full.variants)
+    device = "?"
+    rows = []
+    metrics = {}
+    for m, d, c in rehearsal.grid:
+        path = rehearsal.paths.format(rehearsal.paths.metrics, method=m, dataset=d, category=c)
+        if Path(path).is_file():
+            metrics[(m, d, c)] = pd.read_parquet(path).iloc[0]
+    jobs = full.jobs()
+    for stage in ("train", "infer"):
+        groups: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+        names = jobs[stage] + (jobs.get("infer_with_strengths", []) if stage == "infer" else [])
+        for m, d, c in names:
+            groups.setdefault((m, d), []).append((m, d, c))
+        for (m, d), group in groups.items():
+            rep = reps[m]
+            params = params_of(full.methods[m])
+            rep_params = params_of(rehearsal.methods[rep])
+            note = []
+            if stage == "train":
+                owner = rehearsal.variants.trained_by[rep]
+                unit = _rehearsal_category(rehearsal, d, group[0][2])
+                meta = _read_json(rehearsal.model(owner, d, unit)) if owner else {}
+                if not meta:
+                    continue
+                device = meta.get("device", device)
+                per_step = meta.get("s_per_step", float("nan"))
+                seen = _seen_per_step(rep_params, int(meta.get("n_train", 0)))
+                if isinstance(rep_params, TrainerParams) and meta.get("steps", 0):
+                    unit_cost = per_step / seen
+                    note.append(f"{meta['steps']} steps of {seen} samples measured")
+                else:
+                    unit_cost = float(meta.get("train_s", 0.0)) / max(1, int(meta.get("n_train",
+                                                                                       1)))
+                work = sum(_samples(params, _images(full, d, c, "train")) for _, _, c in group)
+                row = {"unit": "s / train sample", "unit_cost": unit_cost, "work": work,
+                       "hours": unit_cost * work / 3600,
+                       "peak_rss_mb": meta.get("peak_rss_mb"),
+                       "cuda_peak_mb": meta.get("cuda_peak_mb"),
+                       "params_m": meta.get("params", 0) / 1e6,
+                       "mem_mb": _resource(full, "train", d)}
+            else:
+                measured = [metrics[key] for key in metrics if key[0] == rep and key[1] == d]
+                if not measured:
+                    continue
+                ms = float(pd.Series([r["latency_ms"] for r in measured]).mean())
+                nfe, rep_nfe = full.kind(m).nfe(params), rehearsal.kind(rep).nfe(rep_params)
+                scale = nfe / rep_nfe if rep_nfe else 1.0
+                if scale != 1.0:
+                    note.append(f"NFE {nfe} vs {rep_nfe} rehearsed")
+                splits = ("test", "train") if full.train_scores(m) else ("test",)
+                work = sum(_images(full, d, c, s) for _, _, c in group for s in splits)
+                row = {"unit": "ms / image", "unit_cost": ms * scale, "work": work,
+                       "hours": ms * scale * work / 3.6e6,
+                       "peak_rss_mb": float(measured[0].get("infer_peak_rss_mb", float("nan"))),
+                       "cuda_peak_mb": float(measured[0].get("infer_cuda_peak_mb",
+                                                             float("nan"))),
+                       "params_m": float(measured[0]["params"]) / 1e6,
+                       "mem_mb": _resource(full, "infer", d)}
+            rows.append({"stage": stage, "variant": m, "rehearsed_as": rep, "dataset": d,
+                         "jobs": len(group), "device": device, **row,
+                         "note": "; ".join(note)})
+    rows += _upstream_rows(rehearsal, full, jobs, device)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    return table
+
+
+def _resource(plan: Plan, rule: str, dataset: str) -> int:
+    override = plan.datasets[dataset].get("resources", {}).get(rule, {})
+    return int(override.get("mem_mb", plan.config["resources"][rule]["mem_mb"]))
+
+
+def _upstream_rows(rehearsal: Plan, full: Plan, jobs: dict, device: str) -> list[dict]:
+    """The autoencoder and caption stages: their own unit costs, same estimate."""
+    rows = []
+    for name, d, unit in jobs["autoencoder"]:
+        meta = _read_json(rehearsal.autoencoder_model(name, d,
+                                                      _rehearsal_category(rehearsal, d, unit)))
+        if not meta:
+            continue
+        params = full.autoencoders[name]
+        seen = _seen_per_step(params, int(meta.get("n_train", 0)))
+        per_sample = (meta.get("s_per_step", float("nan")) / seen if meta.get("steps")
+                      else 0.0)
+        work = _samples(params, _images(full, d, unit, "train")) if params.finetune else 0
+        rows.append({"stage": "autoencoder", "variant": name, "rehearsed_as": name,
+                     "dataset": d, "jobs": 1, "device": meta.get("device", device),
+                     "params_m": meta.get("params", 0) / 1e6, "unit": "s / train sample",
+                     "unit_cost": per_sample, "work": work, "hours": per_sample * work / 3600,
+                     "peak_rss_mb": meta.get("peak_rss_mb"),
+                     "cuda_peak_mb": meta.get("cuda_peak_mb"),
+                     "mem_mb": _resource(full, "autoencoder", d), "note": ""})
+    for stage, split in (("captions", "train"), ("test_captions", "test")):
+        groups: dict[tuple[str, str], list[str]] = {}
+        for captioner, d, c in jobs[stage]:
+            groups.setdefault((captioner, d), []).append(c)
+        for (captioner, d), categories in groups.items():
+            c_r = _rehearsal_category(rehearsal, d, categories[0])
+            template = getattr(rehearsal.paths, stage)
+            path = rehearsal.paths.format(template, captioner=captioner, dataset=d,
+                                          category=c_r)
+            if not Path(path).is_file():
+                continue
+            per_image = float(pd.read_parquet(path)["seconds"].mean())
+            work = sum(_images(full, d, c, split) for c in categories)
+            rows.append({"stage": stage, "variant": captioner, "rehearsed_as": captioner,
+                         "dataset": d, "jobs": len(categories), "device": device,
+                         "params_m": float("nan"), "unit": "s / image", "unit_cost": per_image,
+                         "work": work, "hours": per_image * work / 3600,
+                         "peak_rss_mb": float("nan"), "cuda_peak_mb": float("nan"),
+                         "mem_mb": _resource(full, "captions", d), "note": ""})
+    return rows
+
+
+def cost_report(table: pd.DataFrame, rehearsal: Plan) -> str:
+    """cost.md: the measured table, hours per stage and in total, and the resource requests
+    the measurements say are too small."""
+    device = ", ".join(sorted(set(table["device"].astype(str)))) or "?"
+    shown = table.copy()
+    for column in ("unit_cost", "params_m", "hours"):
+        shown[column] = shown[column].map(lambda v: f"{v:.4g}" if pd.notna(v) else "–")
+    for column in ("peak_rss_mb", "cuda_peak_mb"):
+        shown[column] = shown[column].map(lambda v: f"{v:.0f}" if pd.notna(v) else "–")
+    by_stage = table.groupby("stage", sort=False)["hours"].sum()
+    small = table[table["peak_rss_mb"].astype(float) > table["mem_mb"].astype(float)]
+    lines = [
+        f"# Rehearsal of {rehearsal.full.experiment}: measured cost and the full run's "
+        "estimate",
+        "",
+        f"Measured on {device} ({platform.node()}), {rehearsal.rehearsal.steps} optimizer "
+        f"steps per training and {rehearsal.rehearsal.test_images} test images per category "
+        "at the reproduction's real sizes; the estimate multiplies each unit cost by the "
+        "full run's work (published image counts, the config's epochs, NFE and variants). "
+        "Not counted: model loading, process start, queue waits. A CPU measurement "
+        "estimates a CPU run.",
+        "",
+        shown.to_markdown(index=False),
+        "",
+        "## Estimate of the full run (hours on the rehearsal's device)",
+        "",
+        *(f"- {stage}: {hours:.1f}" for stage, hours in by_stage.items()),
+        f"- **total: {by_stage.sum():.1f}**",
+        "",
+        "## Resource requests the measurements say are too small",
+        "",
+    ]
+    if small.empty:
+        lines.append("None: every measured peak host memory is within its rule's `mem_mb`.")
+    for row in small.itertuples():
+        lines.append(f"- {row.stage} of {row.variant} on {row.dataset}: peak "
+                     f"{row.peak_rss_mb:.0f} MB > mem_mb {row.mem_mb} (raise "
+                     f"`resources: {{{row.stage}: {{mem_mb: ...}}}}`)")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["COLUMNS", "cost_report", "cost_table"]
