@@ -166,8 +166,9 @@ def test_rerun_after_the_fix_does_only_the_missing_jobs(failed_run):
     rebuild = "--forcerun results/data/synthetic/tiles.parquet"
     assert rebuild in (workdir / "logs/train/patchcore/synthetic/tiles.log").read_text()
     target = "results/metrics/patchcore/synthetic/tiles.parquet"
-    planned = snakemake(workdir, "--dry-run", *rebuild.split(), target, env=env).stdout
+    # The target goes first: --forcerun takes every file name after it.
+    planned = snakemake(workdir, "--dry-run", target, *rebuild.split(), env=env).stdout
     assert "category=widget" not in planned and "category=tiles" in planned
-    snakemake(workdir, *rebuild.split(), target, env=env)
+    snakemake(workdir, target, *rebuild.split(), env=env)
     assert mtimes(workdir, "widget") == widget_before
     assert (workdir / target).exists()

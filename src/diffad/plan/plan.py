@@ -406,10 +406,15 @@ class Plan:
                        for artefact in self.requirements(m, c).artefacts
                        if artefact.stage == "captions"})
 
+    def caption_pages(self) -> list[tuple[str, str]]:
+        """(captioner, dataset) of the report's pages of sample captions: every one in
+        use; none in a run narrowed by ``categories``, which leaves the full run's pages
+        as they are (a page of the narrowed categories would replace them)."""
+        return [] if self.config.get("categories") else self.used_captioners()
+
     def caption_samples(self) -> list[str]:
-        """The report's page of sample captions per (captioner, dataset) in use."""
         return [self.paths.format(self.paths.caption_samples, captioner=c, dataset=d)
-                for c, d in self.used_captioners()]
+                for c, d in self.caption_pages()]
 
     def caption_tables(self, captioner: str, dataset: str) -> list[str]:
         return [self.paths.format(self.paths.captions, captioner=captioner, dataset=dataset,
@@ -475,8 +480,8 @@ class Plan:
         for m, d, c in infers:
             inputs = self.infer_inputs(m, d, c)
             files.update(inputs["manifests"], inputs["weights"], inputs["artefacts"])
-        used = self.used_captioners()
-        for captioner, dataset in used:
+        pages = self.caption_pages()
+        for captioner, dataset in pages:
             files.update(self.caption_tables(captioner, dataset))
         autoencoders = sorted(self._matches(self.paths.autoencoder, files))
         for name, d, unit in autoencoders:
@@ -498,7 +503,7 @@ class Plan:
             "infer_with_strengths": [j for j in infers if j[0] in self.strength_variants],
             "evaluate": evaluated,
             "heatmaps": figures,
-            "caption_samples": used,
+            "caption_samples": pages,
             "build_tables": [(self.table_name,)],
             "metrics_chart": [(self.table_name,)],
         }
