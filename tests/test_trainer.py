@@ -143,3 +143,11 @@ def test_nan_loss_names_the_step():
     data = torch.tensor([[1.0, 2.0], [3.0, 4.0], [float("nan"), 0.0]])
     with pytest.raises(TrainingError, match=r"loss is nan at optimizer step [12] \(epoch 1\)"):
         trainer.fit(data, lambda batch, g: net(batch).mean())
+
+
+def test_loader_workers_never_exceed_the_jobs_cpus():
+    from diffad.runtime import job_cpus, make_runtime
+
+    runtime = make_runtime({"device": "cpu", "num_workers": 64}, 32)
+    assert runtime.num_workers == job_cpus() - 1  # an 8-CPU config on a 2-CPU job
+    assert make_runtime({"device": "cpu"}, 32).num_workers == 0

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 #: The columns of cost.csv, one row per (stage, variant, dataset) of the full run.
 COLUMNS = ["stage", "variant", "rehearsed_as", "dataset", "jobs", "device", "params_m",
            "unit", "unit_cost", "peak_rss_mb", "cuda_peak_mb", "work", "hours", "mem_mb",
-           "note"]
+           "runtime_min", "gpu", "note"]
 
 
 def _read_json(path: str) -> dict[str, Any]:
@@ -141,7 +141,7 @@ def cost_table(rehearsal: Plan) -> pd.DataFrame:
                        "peak_rss_mb": meta.get("peak_rss_mb"),
                        "cuda_peak_mb": meta.get("cuda_peak_mb"),
                        "params_m": meta.get("params", 0) / 1e6,
-                       "mem_mb": _resource(full, "train", d)}
+                       **_resource(full, "train", d)}
             else:
                 measured = [metrics[key] for key in metrics if key[0] == rep and key[1] == d]
                 if not measured:
@@ -159,7 +159,7 @@ def cost_table(rehearsal: Plan) -> pd.DataFrame:
                        "cuda_peak_mb": float(measured[0].get("infer_cuda_peak_mb",
                                                              float("nan"))),
                        "params_m": float(measured[0]["params"]) / 1e6,
-                       "mem_mb": _resource(full, "infer", d)}
+                       **_resource(full, "infer", d)}
             rows.append({"stage": stage, "variant": m, "rehearsed_as": rep, "dataset": d,
                          "jobs": len(group), "device": device, **row,
                          "note": "; ".join(note)})
@@ -168,9 +168,12 @@ def cost_table(rehearsal: Plan) -> pd.DataFrame:
     return table
 
 
-def _resource(plan: Plan, rule: str, dataset: str) -> int:
-    override = plan.datasets[dataset].get("resources", {}).get(rule, {})
-    return int(override.get("mem_mb", plan.config["resources"][rule]["mem_mb"]))
+def _resource(plan: Plan, rule: str, dataset: str) -> dict[str, int]:
+    """What the full run asks the scheduler for, per job of ``rule`` on ``dataset``."""
+    request = {**plan.config["resources"][rule],
+               **plan.datasets[dataset].get("resources", {}).get(rule, {})}
+    return {"mem_mb": int(request["mem_mb"]), "runtime_min": int(request["runtime"]),
+            "gpu": int(request.get("gpu", 0))}
 
 
 def _upstream_rows(rehearsal: Plan, full: Plan, jobs: dict, device: str) -> list[dict]:
@@ -192,7 +195,7 @@ def _upstream_rows(rehearsal: Plan, full: Plan, jobs: dict, device: str) -> list
                      "unit_cost": per_sample, "work": work, "hours": per_sample * work / 3600,
                      "peak_rss_mb": meta.get("peak_rss_mb"),
                      "cuda_peak_mb": meta.get("cuda_peak_mb"),
-                     "mem_mb": _resource(full, "autoencoder", d), "note": ""})
+                     **_resource(full, "autoencoder", d), "note": ""})
     for stage, split in (("captions", "train"), ("test_captions", "test")):
         groups: dict[tuple[str, str], list[str]] = {}
         for captioner, d, c in jobs[stage]:
@@ -211,7 +214,7 @@ def _upstream_rows(rehearsal: Plan, full: Plan, jobs: dict, device: str) -> list
                          "params_m": float("nan"), "unit": "s / image", "unit_cost": per_image,
                          "work": work, "hours": per_image * work / 3600,
                          "peak_rss_mb": float("nan"), "cuda_peak_mb": float("nan"),
-                         "mem_mb": _resource(full, "captions", d), "note": ""})
+                         **_resource(full, "captions", d), "note": ""})
     return rows
 
 
@@ -247,12 +250,27 @@ def cost_report(table: pd.DataFrame, rehearsal: Plan) -> str:
         "## Resource requests the measurements say are too small",
         "",
     ]
-    if small.empty:
-        lines.append("None: every measured peak host memory is within its rule's `mem_mb`.")
     for row in small.itertuples():
         lines.append(f"- {row.stage} of {row.variant} on {row.dataset}: peak "
                      f"{row.peak_rss_mb:.0f} MB > mem_mb {row.mem_mb} (raise "
                      f"`resources: {{{row.stage}: {{mem_mb: ...}}}}`)")
+    # A job's hours compare with its walltime only where they were measured on the kind of
+    # device the rule asks for: CPU hours say nothing about a GPU job's walltime.
+    on_cuda = table["device"].astype(str).str.startswith("cuda")
+    per_job_min = table["hours"] * 60 / table["jobs"].clip(lower=1)
+    slow = table[on_cuda & (table["gpu"] > 0) & (per_job_min > table["runtime_min"])]
+    for row, minutes in zip(slow.itertuples(), per_job_min[slow.index]):
+        lines.append(f"- {row.stage} of {row.variant} on {row.dataset}: about {minutes:.0f} "
+                     f"min per job > runtime {row.runtime_min} (raise `resources: "
+                     f"{{{row.stage}: {{runtime: ...}}}}`)")
+    cpu_only = table[~on_cuda & (table["gpu"] > 0)]
+    if not cpu_only.empty:
+        lines.append(f"- runtime: not checked for the {len(cpu_only)} rows measured on the "
+                     "CPU whose rules ask for a GPU (the walltime of a GPU job cannot be read "
+                     "from a CPU measurement); rehearse on a GPU node to check it")
+    if small.empty and slow.empty and cpu_only.empty:
+        lines.append("None: every measured peak host memory is within its rule's `mem_mb` "
+                     "and every job's estimate within its `runtime`.")
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,187 @@
+"""Rehearsals: the settings, the rehearsal plan of every reproduction, the datasets written
+in their published layouts, the real architectures that replace pretrained sources, and
+one rehearsal run end to end with its cost table."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from snakemake_runs import snakemake
+from test_plan import ESM, LI, plan_of, small
+
+from diffad.data import build_manifest
+from diffad.data.layouts import PUBLISHED, published_size, write_layout
+from diffad.data.images import image_size
+from diffad.errors import ConfigError
+from diffad.methods import params_of
+from diffad.plan import Plan
+from diffad.plan.cost import COLUMNS
+from diffad.plan.rehearsal import Rehearsal, code_path, representatives
+from diffad.weights.rehearsal import FACTORIES, rehearsal_source
+
+REPO = Path(__file__).resolve().parents[1]
+# VLMDiff's rehearsal is not possible yet: its captioners have no real architecture
+# recorded (test_a_source_without_an_architecture_fails_the_rehearsal_naming_it).
+REPRODUCTIONS = ["patchcore", "latent_inversion", "esm", "sd_img2img"]
+
+
+def reproduction(name: str, rehearsal=True) -> dict:
+    config = yaml.safe_load((REPO / f"config/experiments/{name}.yaml").read_text())
+    config["rehearsal"] = rehearsal
+    return config
+
+
+# ------------------------------------------------------------------ settings
+
+
+@pytest.mark.parametrize("value", [False, None, "false", {"enabled": False, "steps": 3}])
+def test_a_real_run_has_no_rehearsal(value):
+    assert Rehearsal.of({"rehearsal": value}) is None
+    assert Rehearsal.of({}) is None
+
+
+def test_rehearsal_settings_from_the_command_line_or_a_block():
+    assert Rehearsal.of({"rehearsal": "true"}) == Rehearsal.of({"rehearsal": True}) == Rehearsal()
+    knobs = Rehearsal.of({"rehearsal": {"steps": 3, "categories": 2}})
+    assert (knobs.steps, knobs.categories, knobs.train_images) == (3, 2, 4)
+    with pytest.raises(ConfigError, match=r"rehearsal: unknown key\(s\) \['step'\]"):
+        Rehearsal.of({"rehearsal": {"step": 3}})
+
+
+# ------------------------------------------------------------------ the plan
+
+
+@pytest.mark.parametrize("name", REPRODUCTIONS)
+def test_every_reproduction_rehearses_each_code_path_once(name):
+    plan = plan_of(reproduction(name))
+    full = plan_of(reproduction(name, rehearsal=False))
+    assert plan.rehearsal == Rehearsal() and plan.table_name == f"{name}.rehearsal"
+    # Apart from the real run: its own results, logs, datasets and weights.
+    assert all(p.startswith("results/rehearsal/") for p in plan.final_outputs())
+    assert plan.paths.log("train", "method").startswith("logs/rehearsal/")
+    assert plan.runtime_settings()["weights_dir"].endswith("/rehearsal")
+    for dataset, entry in plan.datasets.items():
+        assert entry["root"] == f"results/rehearsal/datasets/{dataset}"
+        assert plan.categories(dataset) == full.full_categories[dataset][:1]
+    # One variant per code path of the full run, each of the full run's paths once.
+    chosen = representatives(full.variants)
+    assert set(plan.variants.resolved) == set(chosen.values())
+    assert {code_path(full.variants.resolved[n]) for n in plan.variants.resolved} == {
+        code_path(r) for r in full.variants.resolved.values()}
+    # Trainings cut to two steps at a batch that fits; the estimate scales to the full run.
+    for variant in plan.variants.resolved.values():
+        if "max_steps" in variant:
+            assert variant["max_steps"] == 2 and variant.get("batch_size", 1) <= 16
+    assert plan.full.jobs() == full.jobs()
+    assert set(plan.cost_files()) == {"md", "csv"}
+    assert set(full.cost_files()) == set()
+
+
+def test_the_representative_of_a_code_path_costs_fewest_evaluations():
+    plan = plan_of(small())
+    chosen = representatives(plan.variants)
+    # li, its run-settings twin and the steps grid differ in numbers only: one path,
+    # rehearsed by its cheapest sampler; a score setting (nll) is a path of its own.
+    path = {chosen[v] for v in ("li", "li_ckpt", "li_s3", "li_s4")}
+    assert len(path) == 1
+    nfe = {v: plan.kind(v).nfe(params_of(plan.methods[v]))
+           for v in ("li", "li_ckpt", "li_s3", "li_s4")}
+    assert nfe[path.pop()] == min(nfe.values())
+    assert chosen["li_nll"] == "li_nll"
+    assert chosen["patchcore_a"] == chosen["patchcore_b"] == "patchcore_a"
+    assert chosen["patchcore_mc"] == "patchcore_mc"  # multi-class: a flag, other code
+    settings = {"variants": "all", "steps": 1}
+    plan = plan_of(small(rehearsal=settings))
+    assert len(plan.variants.resolved) == len(plan.full.variants.resolved)
+    assert {v.get("max_steps") for v in plan.variants.resolved.values()
+            if v["kind"] in ("latent_inversion", "esm")} == {1}
+    assert ESM["epochs"] and LI["epochs"]  # epochs stay: max_steps stops the trainer first
+
+
+def test_a_broken_real_size_setting_fails_the_rehearsal_naming_it():
+    config = reproduction("vlmdiff")
+    config["autoencoders"] = {"sd15_ft": {"resolution": 250}}
+    with pytest.raises(ConfigError, match=r"autoencoders\.sd15_ft.*resolution"):
+        plan_of(config)
+    config = reproduction("sd_img2img")
+    config["methods"]["sd_img2img_std"]["sd_resolution"] = 500
+    with pytest.raises(ConfigError, match=r"methods\.sd_img2img_std.*sd_resolution"):
+        plan_of(config)
+
+
+# ------------------------------------------------------------------ layouts
+
+
+@pytest.mark.parametrize("kind", sorted(PUBLISHED))
+def test_a_published_layout_is_read_by_the_dataset_code(kind, tmp_path):
+    category = next(iter(PUBLISHED[kind]))
+    write_layout(kind, tmp_path, [category], n_train=2, n_test=2)
+    manifest = build_manifest(kind, {"kind": kind, "root": str(tmp_path)}, category,
+                              progress=False)
+    assert (manifest["split"] == "train").sum() == 2
+    test = manifest[manifest["split"] == "test"]
+    assert sorted(test["label"]) == [0, 1]
+    anomalous = test[test["label"] == 1].iloc[0]
+    assert anomalous["mask_path"] and Path(anomalous["mask_path"]).is_file()
+    size = published_size(kind, category)
+    assert image_size(manifest["image_path"].iloc[0]) == (size.width, size.height)
+
+
+def test_a_kind_without_a_published_layout_cannot_be_rehearsed(tmp_path, make_mvtec):
+    with pytest.raises(ValueError, match="no published layout of dataset kind 'folder'"):
+        write_layout("folder", tmp_path, ["a"], 1, 2)
+    config = copy.deepcopy(small())
+    config["datasets"]["mine"] = {"kind": "folder", "root": str(make_mvtec(tmp_path)),
+                                  "image_size": 64}
+    config["rehearsal"] = True
+    with pytest.raises(ConfigError, match=r"datasets\.mine: a rehearsal writes"):
+        Plan.from_config(config)
+
+
+# ------------------------------------------------------------------ weights
+
+
+def test_a_source_without_an_architecture_fails_the_rehearsal_naming_it():
+    with pytest.raises(ConfigError, match="weights 'blip2_flan_t5_xxl'.*no real architecture"):
+        plan_of(reproduction("vlmdiff"))
+
+
+def test_pretrained_sources_become_their_real_architectures():
+    timm = rehearsal_source("wide_resnet50_2")
+    assert timm.random and timm.repo_id is None and timm.model.startswith("wide_resnet50_2")
+    assert rehearsal_source("sd15").factory == FACTORIES["sd15"]
+    with pytest.raises(ConfigError, match="no real architecture is recorded"):
+        rehearsal_source("internvl2_8b")
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def test_a_rehearsal_runs_end_to_end_and_writes_its_cost(tmp_path):
+    """PatchCore's reproduction on MVTec AD and MPDD in their published layouts at their real
+    sizes, WideResNet-50 with random weights: results, title and cost table. (VisA's
+    1.5-megapixel images are left out to keep the suite's time.)"""
+    workdir = tmp_path / "run"
+    (workdir / "config").mkdir(parents=True)
+    config = reproduction("patchcore", rehearsal={"train_images": 2, "test_images": 2})
+    del config["datasets"]["visa"]
+    config["reference_dir"] = str(REPO / "config/reference")
+    (workdir / "config/config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir)
+    root = workdir / "results/rehearsal"
+    assert not (workdir / "results/tables").exists()  # a real run's results: untouched
+    table = (root / "tables/patchcore.rehearsal.md").read_text()
+    assert "patchcore.rehearsal" in table
+    cost = pd.read_csv(root / "cost.csv")
+    assert list(cost.columns) == COLUMNS
+    assert set(cost["stage"]) >= {"train", "infer"}
+    train = cost[cost["stage"] == "train"]
+    # The full run: every category of MVTec AD (15) and MPDD (6).
+    assert train["jobs"].sum() == 21 and (train["hours"] > 0).all()
+    assert (cost["peak_rss_mb"] > 0).all()
+    assert "hours" in (root / "cost.md").read_text()
+    assert "estimate" in (result.stdout + result.stderr).lower()
