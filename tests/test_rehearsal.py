@@ -14,8 +14,8 @@ from snakemake_runs import snakemake
 from test_plan import ESM, LI, plan_of, small
 
 from diffad.data import build_manifest
-from diffad.data.layouts import PUBLISHED, published_size, write_layout
 from diffad.data.images import image_size
+from diffad.data.layouts import PUBLISHED, published_size, write_layout
 from diffad.errors import ConfigError
 from diffad.methods import params_of
 from diffad.plan import Plan

@@ -259,7 +259,7 @@ def cost_report(table: pd.DataFrame, rehearsal: Plan) -> str:
     on_cuda = table["device"].astype(str).str.startswith("cuda")
     per_job_min = table["hours"] * 60 / table["jobs"].clip(lower=1)
     slow = table[on_cuda & (table["gpu"] > 0) & (per_job_min > table["runtime_min"])]
-    for row, minutes in zip(slow.itertuples(), per_job_min[slow.index]):
+    for row, minutes in zip(slow.itertuples(), per_job_min[slow.index], strict=True):
         lines.append(f"- {row.stage} of {row.variant} on {row.dataset}: about {minutes:.0f} "
                      f"min per job > runtime {row.runtime_min} (raise `resources: "
                      f"{{{row.stage}: {{runtime: ...}}}}`)")
