@@ -143,7 +143,7 @@ def test_lora_trains_saves_and_changes_the_reconstructions(tmp_path, runtime, ro
     x = images(rows.head(2), runtime)
     before = plain.reconstruct_images(x, rows.head(2))
     config = {**TINY_SD, "lora": True, "max_steps": 3, "lora_resolution": 32,
-              "grad_accum": 2, "learning_rate": 1e-2}
+              "grad_accum": 2, "learning_rate": 1e-2, "lora_rank": 4, "lora_alpha": 16.0}
     model = build_model(resolve_method("sd", config), runtime)
     curve = model.fit(rows, TrainingSession())
     assert curve["step"].tolist() == [1, 2, 3]  # max_steps, not epochs
@@ -154,6 +154,9 @@ def test_lora_trains_saves_and_changes_the_reconstructions(tmp_path, runtime, ro
     after = loaded.reconstruct_images(x, rows.head(2))
     assert after.shape == before.shape == x.shape
     assert not torch.allclose(after, before)  # the LoRA is fused into the UNet
+    # ... at its trained scale alpha / rank = 4, not at the scale 1 of alpha = rank.
+    (adapter,) = loaded.pipeline().unet.peft_config.values()
+    assert (adapter.r, adapter.lora_alpha) == (4, 16.0)
     again = loaded.reconstruct_images(x, rows.head(2))
     assert torch.equal(after, again)  # seeded: the same reconstructions
 

@@ -87,10 +87,12 @@ class Stop(Exception):
     pass
 
 
-def toy_run(folder: Path | None, stop_at: int | None = None, **settings):
+def toy_run(folder: Path | None, stop_at: int | None = None, freeze_first=False,
+            **settings):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Dropout(0.2),
                               torch.nn.Linear(8, 1))
+    net[0].requires_grad_(not freeze_first)  # a frozen pretrained part, as under a LoRA
     data = torch.randn(13, 4, generator=torch.Generator().manual_seed(2))
 
     def loss_fn(batch, generator):
@@ -101,7 +103,8 @@ def toy_run(folder: Path | None, stop_at: int | None = None, **settings):
         if step == stop_at:
             raise Stop
 
-    trainer = Trainer({"net": net}, torch.optim.Adam(net.parameters(), lr=0.01),
+    trainable = [q for q in net.parameters() if q.requires_grad]
+    trainer = Trainer({"net": net}, torch.optim.Adam(trainable, lr=0.01),
                       TrainerSettings(**{"epochs": 3, "batch_size": 3, **settings}),
                       torch.device("cpu"), TrainingSession(folder, on_step=on_step),
                       schedule=lambda opt, total: torch.optim.lr_scheduler.LinearLR(
@@ -126,6 +129,19 @@ def test_interrupted_training_resumes_exactly(tmp_path, settings):
     # 13 samples in micro-batches of 3: 5 per epoch, grouped by grad_accum.
     per_epoch = -(-5 // settings.get("grad_accum", 1))
     assert len(loss) == 3 * per_epoch and loss["step"].tolist() == list(range(1, len(loss) + 1))
+
+
+def test_a_frozen_part_is_left_out_of_the_checkpoint_and_resumes_exactly(tmp_path):
+    reference, reference_loss = toy_run(None, freeze_first=True, checkpoint_every=1)
+    with pytest.raises(Stop):
+        toy_run(tmp_path, stop_at=3, freeze_first=True, checkpoint_every=1)
+    saved = torch.load(tmp_path / CHECKPOINT, weights_only=False)["networks"]["net"]
+    assert sorted(saved) == ["2.bias", "2.weight"]  # the trainable layer only
+    resumed, loss = toy_run(tmp_path, freeze_first=True, checkpoint_every=1)
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(),
+                    strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert loss["loss"].tolist() == reference_loss["loss"].tolist()
 
 
 def test_checkpoint_of_other_settings_is_ignored(tmp_path):

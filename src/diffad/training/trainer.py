@@ -77,6 +77,18 @@ class TrainingSession:
     on_step: Callable[[int], None] | None = None
 
 
+def _frozen(net: torch.nn.Module) -> set[str]:
+    return {n for n, p in net.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
+def checkpoint_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint keeps of ``net``: its trainable parameters and its buffers. Frozen
+    parameters are the pretrained weights the resumed job loads again, so a LoRA's
+    checkpoint is its adapter (megabytes), not the whole fp32 UNet (3.4 GB)."""
+    frozen = _frozen(net)
+    return {k: v for k, v in net.state_dict().items() if k not in frozen}
+
+
 class Trainer:
     """Runs :class:`TrainerSettings` over ``networks`` (see the module docstring)."""
 
@@ -213,7 +225,7 @@ class Trainer:
               state: _State) -> None:
         payload = {
             "key": key,
-            "networks": {name: net.state_dict() for name, net in self.networks.items()},
+            "networks": {name: checkpoint_state(net) for name, net in self.networks.items()},
             "optimizer": self.optimizer.state_dict(),
             "schedule": schedule.state_dict() if schedule is not None else None,
             "scaler": self.scaler.state_dict(),
@@ -235,7 +247,11 @@ class Trainer:
             log.warning("ignoring %s: it was made with other settings or data", path)
             return
         for name, net in self.networks.items():
-            net.load_state_dict(payload["networks"][name])
+            missing, unexpected = net.load_state_dict(payload["networks"][name], strict=False)
+            if unexpected or set(missing) - _frozen(net):
+                raise TrainingError(f"{path}: the checkpoint of network {name!r} does not "
+                                    f"match it (missing {sorted(set(missing) - _frozen(net))[:5]}"
+                                    f", unexpected {unexpected[:5]})")
         self.optimizer.load_state_dict(payload["optimizer"])
         if schedule is not None:
             schedule.load_state_dict(payload["schedule"])
@@ -282,4 +298,4 @@ def iterate_batches(data: torch.Tensor, batch_size: int) -> Iterator[torch.Tenso
 
 
 __all__ = ["CHECKPOINT", "Stopwatch", "Trainer", "TrainerSettings", "TrainingSession",
-           "iterate_batches"]
+           "checkpoint_state", "iterate_batches"]

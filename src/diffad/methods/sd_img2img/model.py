@@ -33,6 +33,7 @@ class SdImg2ImgModel(AnomalyModel):
         self._pipe = None
         self._clip: ClipImageDistance | None = None
         self._lora_state: dict[str, torch.Tensor] | None = None
+        self._lora_config: dict | None = None
 
     # ------------------------------------------------------------------ parts
 
@@ -80,8 +81,10 @@ class SdImg2ImgModel(AnomalyModel):
         noise_schedule = DDPMScheduler.from_config(pipe.scheduler.config)
         unet.requires_grad_(False)
         vae.requires_grad_(False)
-        unet.add_adapter(LoraConfig(r=p.lora_rank, lora_alpha=p.lora_alpha,
-                                    init_lora_weights="gaussian", target_modules=LORA_TARGETS))
+        config = LoraConfig(r=p.lora_rank, lora_alpha=p.lora_alpha,
+                            init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+        unet.add_adapter(config)
+        self._lora_config = config.to_dict()
         # The prompt's embedding once (the script's --pre_compute_text_embeddings), by the
         # text encoder where it was loaded (the CPU), then moved to the UNet's device.
         prompt = p.lora_prompt.format(category=self.category)
@@ -150,9 +153,11 @@ class SdImg2ImgModel(AnomalyModel):
             from diffusers import StableDiffusionPipeline
             from diffusers.utils import convert_state_dict_to_diffusers
 
+            # The adapter's config goes into the file's metadata: without it diffusers
+            # reloads the LoRA with alpha = rank, i.e. at scale 1 instead of alpha / rank.
             StableDiffusionPipeline.save_lora_weights(
                 folder, unet_lora_layers=convert_state_dict_to_diffusers(self._lora_state),
-                weight_name=LORA_FILE)
+                weight_name=LORA_FILE, unet_lora_adapter_metadata=self._lora_config)
 
     def load_networks(self, folder: Path) -> None:
         if self.params.lora:
