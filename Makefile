@@ -6,21 +6,24 @@ BIN := $(VENV)/bin
 CORES ?= all
 CONFIG ?= config/config.yaml
 EXPERIMENT ?= default
+# The versions the tests passed with; `make CONSTRAINTS=` for pyproject's ranges alone.
+CONSTRAINTS ?= constraints.txt
+PIP_CONSTRAINTS := $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 SNAKEMAKE := $(BIN)/snakemake --cores $(CORES) --configfile $(CONFIG)
 # The venv's tools first, so that Snakemake's jobs use its Python too.
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: run tables report unlock test lint bench slurm-profile clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINTS) -e '.[test]'
 	touch $@
 
 # The SLURM executor plugin, for the SLURM tests and cluster runs only (see pyproject.toml).
 $(VENV)/.slurm: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test,slurm]'
+	$(BIN)/python -m pip install --quiet $(PIP_CONSTRAINTS) -e '.[test,slurm]'
 	touch $@
 
 # A run killed with `kill -9` leaves Snakemake's directory lock behind: it is

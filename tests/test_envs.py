@@ -145,3 +145,17 @@ def test_the_light_rules_never_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_the_constraints_record_the_versions_under_test():
+    """constraints.txt (what make and CI install with) pins every library that shapes the
+    numbers at the version these tests run with: regenerate it when a version moves."""
+    import importlib.metadata
+
+    from diffad.io import SHAPING_LIBRARIES
+
+    pins = dict(line.split("==") for line in (REPO / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    pins = {name.lower().replace("_", "-"): version for name, version in pins.items()}
+    for name in SHAPING_LIBRARIES:
+        assert pins[name.lower().replace("_", "-")] == importlib.metadata.version(name), name

@@ -30,6 +30,7 @@ from snakemake_runs import (
     write_config,
 )
 
+from diffad.io import read_provenance
 from diffad.locks import lock_files, snakemake_processes, unlock_if_stale
 
 pytestmark = pytest.mark.workflow
@@ -71,6 +72,10 @@ def test_the_default_writes_every_contracted_output(default_run):
             assert {"i_auroc", "p_auroc", "aupro", "i_ap", "p_ap", "i_f1max", "p_f1max",
                     "latency_ms", "nfe", "params", "train_s", "protocol"} <= set(metrics.columns)
             assert 0.0 <= metrics["i_auroc"].iloc[0] <= 1.0 and metrics["params"].iloc[0] > 0
+            # The versions that shape the numbers travel with them.
+            versions = read_provenance(run / f"metrics/{method}/synthetic/{category}.parquet"
+                                       )["versions"]
+            assert versions["torch"] and versions["scikit-learn"] and versions["snakemake"]
             assert (default_run / f"results/figures/heatmaps/{method}/synthetic/"
                     f"{category}.png").stat().st_size > 0
     for ext in ("md", "csv", "tex", "html"):

@@ -50,10 +50,32 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``df`` to Parquet atomically, without the pandas index."""
+#: The Parquet schema-metadata key of :func:`provenance` (see :func:`read_provenance`).
+PROVENANCE_KEY = b"diffad.provenance"
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike,
+                  provenance: dict[str, Any] | None = None) -> None:
+    """Write ``df`` to Parquet atomically, without the pandas index; ``provenance`` goes
+    into the file's schema metadata (the rows stay the table's own columns)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if provenance is not None:
+        table = table.replace_schema_metadata({
+            **(table.schema.metadata or {}),
+            PROVENANCE_KEY: json.dumps(provenance, sort_keys=True, default=_json_default)})
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False, engine="pyarrow")
+        pq.write_table(table, tmp)
+
+
+def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
+    """The provenance :func:`write_parquet` stored in a Parquet file ({} if none)."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.read_schema(path).metadata or {}
+    return json.loads(metadata[PROVENANCE_KEY]) if PROVENANCE_KEY in metadata else {}
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

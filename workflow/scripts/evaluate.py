@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from diffad.evaluation import evaluate
-from diffad.io import write_parquet
+from diffad.io import provenance, write_parquet
 from diffad.logs import job_header, log_to
 
 sm = snakemake  # noqa: F821 (injected by Snakemake)
@@ -12,4 +12,5 @@ with log_to(sm.log[0], job_header(sm.rule, dict(sm.wildcards))):
     metrics = evaluate(sm.params.method, sm.input.scores, sm.input.maps, sm.input.train_scores,
                        str(Path(sm.input.model).parent), sm.params.image_size, labels)
     print(metrics.iloc[0].to_string())
-    write_parquet(metrics, sm.output[0])
+    # The library versions that shape the numbers, in the file's metadata.
+    write_parquet(metrics, sm.output[0], provenance(sm.params.method))
