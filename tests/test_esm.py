@@ -59,7 +59,7 @@ def test_network_evaluations_per_sampler(weights_root, sampler, evaluations):
     model.mean_stream.register_forward_hook(lambda *a: calls.append("mean"))
     if model.variance_stream is not None:
         model.variance_stream.register_forward_hook(lambda *a: calls.append("variance"))
-    model.reconstruct(torch.zeros(1, 3, 32, 32), torch.Generator().manual_seed(0))
+    model.reconstruct(torch.zeros(1, 3, 32, 32), [torch.Generator().manual_seed(0)])
     # One dual-stream evaluation per step; esm_sigma re-estimates the variance once more.
     assert calls.count("mean") == 5
     assert calls.count("variance") == (0 if sampler == "sgm" else 5 * evaluations)
@@ -82,14 +82,32 @@ def test_variance_guided_step_moves_a_sample_toward_its_mean(weights_root):
     assert ((step - mu).abs() < (x - mu).abs()).all()
 
 
+def image_rows(n: int) -> pd.DataFrame:
+    return pd.DataFrame({"category": ["c"] * n,
+                         "image_path": [f"/data/c/test/crack/{i:03d}.png" for i in range(n)]})
+
+
 def test_every_detector_map_has_the_image_shape(weights_root):
     model = make(weights_root)
-    prediction = model.predict(torch.rand(2, 3, 48, 48), pd.DataFrame({"category": ["c", "c"]}))
+    prediction = model.predict(torch.rand(2, 3, 48, 48), image_rows(2))
     assert set(prediction.maps) == {"cos", "re", "u", "kl"}
     assert all(m.shape == (2, 48, 48) and np.isfinite(m).all() for m in prediction.maps.values())
     assert (prediction.maps["kl"] >= -1e-5).all()  # a KL divergence
     sgm = make(weights_root, sampler="sgm", objective="dsm")
-    assert set(sgm.predict(torch.rand(1, 3, 48, 48), None).maps) == {"cos", "re"}
+    assert set(sgm.predict(torch.rand(1, 3, 48, 48), image_rows(1)).maps) == {"cos", "re"}
+
+
+def test_scores_do_not_depend_on_the_batch_size(weights_root):
+    """Each image's noise comes from (seed, image): a batch of 5 scores each image as it is
+    scored alone, whatever its position."""
+    model = make(weights_root, t_d=3)
+    images = torch.rand(5, 3, 48, 48, generator=torch.Generator().manual_seed(1))
+    rows = image_rows(5)
+    together = model.predict(images, rows).maps["re"]
+    alone = [model.predict(images[i:i + 1], rows.iloc[i:i + 1]).maps["re"][0]
+             for i in (4, 2, 0, 1, 3)]
+    np.testing.assert_allclose(np.stack(alone), together[[4, 2, 0, 1, 3]], rtol=1e-4,
+                               atol=1e-6)
 
 
 def test_fusion_weights_and_top_k_live_in_the_score_tier(tmp_path):
@@ -129,8 +147,24 @@ def test_at_the_variance_floor_s_u_and_s_kl_are_multiples_of_s_re(weights_root):
             if isinstance(module, torch.nn.Conv2d) and module.out_channels == 3:
                 module.weight.zero_()
                 module.bias.fill_(-50.0)
-    maps = model.predict(torch.rand(2, 3, 48, 48), None).maps
+    maps = model.predict(torch.rand(2, 3, 48, 48), image_rows(2)).maps
     np.testing.assert_allclose(maps["u"], maps["re"] / 0.01, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(maps["kl"], maps["re"] / 0.02, rtol=1e-4, atol=1e-5)
     with pytest.raises(ConfigError, match="variance_timestep: 1000 must be below"):
         resolve_method("e", {"kind": "esm", "variance_timestep": 1000})
+
+
+def test_nonfinite_outputs_stop_a_real_run_and_are_recorded_in_a_rehearsal(tmp_path, caplog):
+    """ESM's samplers divide by the predicted variance: with a rehearsal's random weights
+    they may diverge, which is no crash of the code path."""
+    from diffad.scoring.outputs import write_outputs
+
+    table = score_table(image_rows(2), {"re": np.array([1.0, np.nan])})
+    maps = {"re": np.array([[[np.inf]], [[0.5]]])}
+    paths = (str(tmp_path / "s.parquet"), str(tmp_path / "m.safetensors"))
+    with pytest.raises(FloatingPointError, match=r"non-finite values in \['score_re', 're'\]"):
+        write_outputs(table, maps, *paths)
+    assert not (tmp_path / "s.parquet").exists()
+    write_outputs(table, maps, *paths, nonfinite="record")
+    assert pd.read_parquet(paths[0])["score_re"].tolist() == [1.0, 0.0]
+    assert "written as 0" in caplog.text

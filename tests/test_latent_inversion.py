@@ -79,7 +79,7 @@ def test_reconstruction_costs_the_steps_after_its_start(weights_root):
     model = make(weights_root, mode="reconstruction", steps=10, start_percent=40)
     calls = []
     model.unet.register_forward_hook(lambda *args: calls.append(1))
-    prediction = model.predict_features(features(2), 64, torch.Generator().manual_seed(0))
+    prediction = model.predict_features(features(2), 64)
     assert len(calls) == 4 == LatentInversion.nfe(model.params)
     assert prediction.maps["error"].shape == (2, 64, 64)
     assert prediction.scores["error"].shape == (2,)
@@ -240,3 +240,13 @@ def test_official_grid_evaluates_at_linspace_and_ends_at_alpha_zero(weights_root
     from diffad.models.ddim import run_ddim
     before_last = run_ddim(model._eps, x0, path[:-1])
     torch.testing.assert_close(xt, model._eps(before_last, 999).float())
+
+
+def test_reconstruction_scores_do_not_depend_on_the_batch_size(weights_root):
+    model = make(weights_root, mode="reconstruction", steps=10, start_percent=40)
+    x = features(3)
+    paths = [f"/data/c/test/good/{i}.png" for i in range(3)]
+    together = model.predict_features(x, 64, paths).scores["error"]
+    alone = [model.predict_features(x[i:i + 1], 64, paths[i:i + 1]).scores["error"][0]
+             for i in (2, 0, 1)]
+    np.testing.assert_allclose(alone, together[[2, 0, 1]], rtol=1e-5)

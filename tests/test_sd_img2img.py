@@ -194,3 +194,19 @@ def test_clip_patch_distance_is_zero_on_a_train_image(runtime, rows):
 
 
 # ---------------------------------------------------------------- through snakemake
+
+
+@pytest.mark.parametrize("name", ["sd", "latent_unet"])
+def test_reconstructions_do_not_depend_on_the_batch_size(runtime, rows, name):
+    """Each image's noise comes from (seed, image): a batch reconstructs each image as it is
+    reconstructed alone, whatever its position (the pipeline takes one generator per image;
+    the clean start draws a DDPM step's noise per image too)."""
+    config = TINY_SD if name == "sd" else {**TINY_LATENT, "start": "clean", "sample_steps": 3}
+    model = build_model(resolve_method(name, config), runtime)
+    model.fit(rows.head(2), TrainingSession())
+    test = rows.iloc[[3, 4, 5]]
+    x = images(test, runtime)
+    together = model.reconstruct_images(x, test)
+    for i in (2, 0, 1):
+        alone = model.reconstruct_images(x[i:i + 1], test.iloc[i:i + 1])
+        torch.testing.assert_close(alone[0], together[i], rtol=1e-4, atol=1e-5)

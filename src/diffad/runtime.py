@@ -27,6 +27,8 @@ class Runtime:
     seed: int = 0
     num_workers: int = 0
     cache_dir: Path | None = None  #: shared cache of derived data (backbone features)
+    #: non-finite inference outputs: ``error`` (a real run) or ``record`` (a rehearsal)
+    nonfinite: str = "error"
 
 
 def job_cpus() -> int:
@@ -49,6 +51,7 @@ def make_runtime(settings: dict[str, Any], image_size: int) -> Runtime:
         seed=int(settings.get("seed", 0)),
         num_workers=min(int(settings.get("num_workers", 0)), job_cpus() - 1),
         cache_dir=Path(settings["cache_dir"]) if settings.get("cache_dir") else None,
+        nonfinite=settings.get("nonfinite", "error"),
     )
 
 

@@ -123,7 +123,8 @@ def infer(
     table["nfe"] = kind.nfe(params)
     for key, value in peak_memory().items():  # the job's, on every row (like nfe)
         table[key] = value
-    write_outputs(table, stack(p.maps for p in predictions), outputs["scores"], outputs["maps"])
+    write_outputs(table, stack(p.maps for p in predictions), outputs["scores"], outputs["maps"],
+                  runtime.nonfinite)
     train_table = score_table(rows.iloc[:0], {})
     if score_train_split:
         train_rows = select(manifest, category, "train", manifests)

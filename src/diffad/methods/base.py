@@ -196,8 +196,9 @@ class AnomalyModel(ABC):
 
     def infer(self, rows: pd.DataFrame) -> Iterator[Prediction]:
         """Predictions for ``rows`` in order, ``params.infer_batch_size`` images at a time,
-        with ms per image. The first batch runs once untimed: lazy initialisation and
-        allocator warm-up are not latency."""
+        with ms per image. The first image runs once untimed first: lazy initialisation
+        and allocator warm-up are not latency (one image, so that a big batch is not
+        computed twice)."""
         from diffad.data.loader import image_batches
         from diffad.device import synchronize
 
@@ -211,7 +212,7 @@ class AnomalyModel(ABC):
             images = images.to(device)
             batch_rows = rows.iloc[start:start + batch_size]
             if not warm:
-                self.predict(images, batch_rows)
+                self.predict(images[:1], batch_rows.iloc[:1])
                 warm = True
             synchronize(device)
             begin = time.perf_counter()

@@ -100,6 +100,8 @@ class Plan:
         runtime = dict(config.get("runtime", {}))
         runtime["weights_dir"] = f"{full.paths.weights}/rehearsal"
         runtime.pop("cache_dir", None)
+        # Untrained networks may diverge: a rehearsal records that, it is not a crash.
+        runtime["nonfinite"] = "record"
         rehearsed["runtime"] = runtime
         plan = cls._resolve(rehearsed, Paths(results=settings.results, logs=settings.logs,
                                              weights=runtime["weights_dir"]))

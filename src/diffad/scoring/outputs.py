@@ -19,6 +19,7 @@ the scores folder of a variant and dataset (:data:`diffad.paths.PATHS` ``.scores
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from safetensors.numpy import save_file
 
 from diffad.errors import DatasetError
 from diffad.io import atomic_path, write_parquet
+
+log = logging.getLogger(__name__)
 
 SCORE_PREFIX = "score_"
 #: Manifest columns carried into the scores table.
@@ -65,13 +68,21 @@ def write_maps(maps: dict[str, np.ndarray], path: str | os.PathLike) -> None:
 
 
 def write_outputs(table: pd.DataFrame, maps: dict[str, np.ndarray], scores_path: str,
-                  maps_path: str) -> None:
-    """The test split's scores table and map stacks; refuses non-finite values."""
+                  maps_path: str, nonfinite: str = "error") -> None:
+    """The test split's scores table and map stacks. Non-finite values stop the job
+    (``nonfinite="error"``) or, in a rehearsal (``"record"``), are written as 0 with a
+    warning: a network with random weights may diverge where a trained one does not."""
     columns = [c for c in table.columns if c.startswith(SCORE_PREFIX)]
     bad = [c for c in columns if not np.isfinite(table[c]).all()]
     bad += [name for name, m in maps.items() if not np.isfinite(m).all()]
-    if bad:
+    if bad and nonfinite != "record":
         raise FloatingPointError(f"non-finite values in {bad} for {scores_path}")
+    if bad:
+        log.warning("non-finite values in %s for %s, written as 0 (runtime.nonfinite: "
+                    "record)", bad, scores_path)
+        table = table.copy()
+        table[columns] = table[columns].where(np.isfinite(table[columns]), 0.0)
+        maps = {name: np.where(np.isfinite(m), m, 0) for name, m in maps.items()}
     write_maps(maps, maps_path)
     write_parquet(table, scores_path)
 

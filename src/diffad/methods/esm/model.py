@@ -15,6 +15,7 @@ from diffad.device import autocast
 from diffad.methods.base import AnomalyModel, Artefacts, Prediction
 from diffad.methods.esm import EsmParams
 from diffad.models.feature_similarity import IntermediateFeatures, cosine_distance_map
+from diffad.models.noise import image_generators, image_noise
 from diffad.models.resize import resize, upsample_maps
 from diffad.models.unet import build_unet2d
 from diffad.runtime import Runtime
@@ -121,12 +122,13 @@ class EsmModel(AnomalyModel):
         return torch.full((len(x),), max(t, 0), device=x.device, dtype=torch.long)
 
     @torch.no_grad()
-    def reconstruct(self, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Noise ``x0`` ([-1, 1]) to T_d (index T_d - 1) and denoise with the sampler."""
+    def reconstruct(self, x0: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        """Noise ``x0`` ([-1, 1]) to T_d (index T_d - 1) and denoise with the sampler; one
+        generator per image (:mod:`diffad.models.noise`)."""
         alphas = self.scheduler.alphas_cumprod.to(x0.device)
         betas = self.scheduler.betas.to(x0.device)
         start = self.params.t_d - 1
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        noise = image_noise(x0.shape, generators, x0.device)
         x = alphas[start].sqrt() * x0 + (1 - alphas[start]).sqrt() * noise
         for t in range(start, -1, -1):
             a_t = alphas[t]
@@ -170,8 +172,8 @@ class EsmModel(AnomalyModel):
         size, r = images.shape[-1], self.params.resolution
         small = resize(images, r)
         x0 = small * 2 - 1
-        generator = torch.Generator().manual_seed(self.runtime.seed)
-        x_hat = self.reconstruct(x0, generator)
+        x_hat = self.reconstruct(x0, image_generators(self.runtime.seed,
+                                                      rows["image_path"].tolist()))
         side = self.params.feature_resolution or r
         maps = {
             "cos": cosine_distance_map(self.features(), resize(small, side),

@@ -19,6 +19,7 @@ from diffad.methods.base import AnomalyModel, Artefacts, Prediction
 from diffad.methods.latent_inversion import LatentInversion, LatentInversionParams
 from diffad.models.ddim import inversion_path, run_ddim, step_grid
 from diffad.models.features import FeatureExtractor, cached_features
+from diffad.models.noise import image_generators, image_noise
 from diffad.models.unet import build_unet2d
 from diffad.runtime import Runtime
 from diffad.training import Trainer, TrainingSession, iterate_batches
@@ -122,25 +123,28 @@ class LatentInversionModel(AnomalyModel):
         return run_ddim(self._eps, xt, path[::-1])
 
     @torch.no_grad()
-    def reconstruct(self, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Table 4's baseline: noise x0 to tau_k (Eq. 7) and denoise k DDIM steps."""
+    def reconstruct(self, x0: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+        """Table 4's baseline: noise x0 to tau_k (Eq. 7) and denoise k DDIM steps; one
+        generator per image (:mod:`diffad.models.noise`)."""
         self.unet.eval()
         alphas = self.scheduler.alphas_cumprod
         k = LatentInversion.nfe(self.params)
         grid = step_grid(self.params.steps, len(alphas))[:k]
         path = [(0, 1.0)] + [(t, float(alphas[t])) for t in grid]
-        noise = torch.randn(x0.shape, generator=generator).to(x0.device)
+        noise = image_noise(x0.shape, generators, x0.device)
         alpha = path[-1][1]
         xt = alpha**0.5 * x0 + (1 - alpha) ** 0.5 * noise
         return run_ddim(self._eps, xt, path[::-1])
 
     @torch.no_grad()
     def predict_features(self, features: torch.Tensor, image_size: int,
-                         generator: torch.Generator | None = None) -> Prediction:
-        """Every detector of raw backbone ``features`` on ``runtime.device``."""
+                         paths: list[str] | None = None) -> Prediction:
+        """Every detector of raw backbone ``features`` on ``runtime.device``; ``paths`` (the
+        images', for their reconstruction noise) default to the batch positions."""
         x0 = self.normalize(features)
         if self.params.mode == "reconstruction":
-            x0_hat = self.reconstruct(x0, generator or torch.Generator().manual_seed(0))
+            paths = paths if paths is not None else [str(i) for i in range(len(x0))]
+            x0_hat = self.reconstruct(x0, image_generators(self.runtime.seed, paths))
             error = (x0_hat.float() - x0).pow(2).mean(dim=1, keepdim=True)
             return Prediction(scores={"error": error.flatten(1).amax(1).cpu().numpy()},
                               maps={"error": upsample(error, image_size).cpu().numpy()})
@@ -158,17 +162,19 @@ class LatentInversionModel(AnomalyModel):
         # Features come from the cache shared by all variants of this backbone; the
         # backbone's own time, measured when they were extracted, is added to each
         # image's latency.
-        features, backbone_ms = self.features(rows["image_path"].tolist(), desc="features")
-        generator = torch.Generator().manual_seed(self.runtime.seed)
-        batches = list(iterate_batches(features, self.params.infer_batch_size))
+        paths = rows["image_path"].tolist()
+        features, backbone_ms = self.features(paths, desc="features")
+        size = self.params.infer_batch_size
+        batches = list(iterate_batches(features, size))
         device = self.runtime.device
-        self.predict_features(batches[0].to(device), self.runtime.image_size,
-                              torch.Generator().manual_seed(0))  # warm-up, untimed
-        for batch in progress(batches, desc="inference", unit="batch"):
+        self.predict_features(batches[0][:1].to(device), self.runtime.image_size,
+                              paths[:1])  # warm-up on one image, untimed
+        for i, batch in enumerate(progress(batches, desc="inference", unit="batch")):
             batch = batch.to(device)
             synchronize(device)
             start = time.perf_counter()
-            prediction = self.predict_features(batch, self.runtime.image_size, generator)
+            prediction = self.predict_features(batch, self.runtime.image_size,
+                                               paths[i * size:(i + 1) * size])
             synchronize(device)
             prediction.latency_ms = backbone_ms + 1000 * (time.perf_counter() - start) / len(batch)
             yield prediction

@@ -16,6 +16,7 @@ from diffad.errors import ConfigError
 from diffad.methods.base import AnomalyModel, Artefacts, Prediction
 from diffad.methods.latent_unet import LatentUnetParams
 from diffad.methods.reconstruction import img2img_steps
+from diffad.models.noise import image_generators, image_noise
 from diffad.models.reconstruction import ClipImageDistance, reconstruction_detectors
 from diffad.models.resize import resize
 from diffad.models.unet import build_unet2d
@@ -141,7 +142,8 @@ class LatentUnetModel(AnomalyModel):
     # ---------------------------------------------------------------- inference
 
     @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def reconstruct(self, images: torch.Tensor,
+                    generators: list[torch.Generator]) -> torch.Tensor:
         p, device = self.params, self.runtime.device
         z, _ = self.encode(images)
         if p.start == "clean":
@@ -150,11 +152,12 @@ class LatentUnetModel(AnomalyModel):
             grid = torch.linspace(p.train_timesteps - 1, 0, p.sample_steps).round().long()
             for t in grid.tolist():
                 eps = self.unet(z, torch.full((len(z),), t, device=device)).sample
-                z = self.noise_schedule.step(eps, t, z, generator=generator).prev_sample
+                # A list of generators: diffusers draws each image's noise from its own.
+                z = self.noise_schedule.step(eps, t, z, generator=generators).prev_sample
             return self.decode(z)
         self.sampler.set_timesteps(p.steps)
         timesteps = self.sampler.timesteps[p.steps - img2img_steps(p.steps, p.strength):]
-        noise = torch.randn(z.shape, generator=generator).to(device)
+        noise = image_noise(z.shape, generators, device)
         z = self.noise_schedule.add_noise(z, noise, timesteps[:1].repeat(len(z)).to(device))
         for t in timesteps:
             with autocast(device):
@@ -166,8 +169,8 @@ class LatentUnetModel(AnomalyModel):
     def reconstruct_images(self, images: torch.Tensor, rows: pd.DataFrame) -> torch.Tensor:
         """Reconstructions of (B, 3, H, W) images in [0, 1], at their size."""
         self.unet.eval()
-        generator = torch.Generator().manual_seed(self.params.generator_seed)
-        return resize(self.reconstruct(images, generator), images.shape[-1])
+        generators = image_generators(self.params.generator_seed, rows["image_path"].tolist())
+        return resize(self.reconstruct(images, generators), images.shape[-1])
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:

@@ -12,6 +12,7 @@ from diffad.data.loader import ImageFiles
 from diffad.device import mixed_precision_dtype
 from diffad.methods.base import AnomalyModel, Artefacts, Prediction
 from diffad.methods.sd_img2img import SdImg2ImgParams
+from diffad.models.noise import image_generators
 from diffad.models.reconstruction import ClipImageDistance, reconstruction_detectors
 from diffad.models.resize import resize
 from diffad.runtime import Runtime
@@ -124,13 +125,14 @@ class SdImg2ImgModel(AnomalyModel):
         """img2img reconstructions of (B, 3, H, W) images in [0, 1], at their size."""
         p = self.params
         category = str(rows["category"].iloc[0])
-        generator = torch.Generator().manual_seed(p.generator_seed)
+        # One generator per image: the pipeline draws each image's noise from its own.
+        generators = image_generators(p.generator_seed, rows["image_path"].tolist())
         out = self.pipeline()(
             prompt=[p.prompt.format(category=category)] * len(images),
             negative_prompt=[p.negative_prompt] * len(images),
             image=resize(images, p.sd_resolution), strength=p.strength,
             guidance_scale=p.guidance_scale, num_inference_steps=p.steps,
-            generator=generator, output_type="pt")
+            generator=generators, output_type="pt")
         return resize(out.images.float().to(images.device), images.shape[-1])
 
     @torch.no_grad()

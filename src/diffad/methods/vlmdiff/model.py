@@ -24,6 +24,7 @@ from diffad.methods.vlmdiff import (
 )
 from diffad.methods.vlmdiff.control import DiadControl, controlled_unet, freeze_unet_encoder
 from diffad.models.feature_similarity import IntermediateFeatures, cosine_distance_map
+from diffad.models.noise import image_generators, image_noise
 from diffad.models.resize import resize
 from diffad.models.text_encoder import TextEncoder
 from diffad.runtime import Runtime
@@ -177,32 +178,33 @@ class VlmDiffModel(AnomalyModel):
         return trainer.fit(data, loss)
 
     @torch.no_grad()
-    def encode(self, vae, x: torch.Tensor, generator: torch.Generator,
+    def encode(self, vae, x: torch.Tensor, generators: list[torch.Generator],
                sample: bool) -> torch.Tensor:
-        """z = latent_scale * E(x): a posterior sample (``sample``) or its mean."""
+        """z = latent_scale * E(x): a posterior sample (``sample``, one generator per image)
+        or its mean."""
         with autocast(self.runtime.device):
             posterior = vae.encode(x).latent_dist
         mean, std = posterior.mean.float(), posterior.std.float()
         if sample:
-            mean = mean + std * torch.randn(mean.shape, generator=generator).to(mean.device)
+            mean = mean + std * image_noise(mean.shape, generators, mean.device)
         return self.params.latent_scale * mean
 
     # ---------------------------------------------------------------- inference
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, texts: list[str] | None,
-                    generator: torch.Generator) -> torch.Tensor:
+                    generators: list[torch.Generator]) -> torch.Tensor:
         """Encode, noise to ``start_timestep``, ``ddim_steps`` DDIM steps, decode: the
         reconstruction in the autoencoder's normalised space."""
         p = self.params
         vae, _ = self.autoencoder()
-        z = self.encode(vae, x, generator, sample=p.latent_sampling == "sample")
+        z = self.encode(vae, x, generators, sample=p.latent_sampling == "sample")
         self.sampler.set_timesteps(p.ddim_steps)  # the step size of DDIM's updates
         # The grid's points up to the start; a start below its first point denoises from
         # there on (SDEdit-like).
         grid = denoising_grid(p)
         start = grid[0] if p.start_timestep is None else p.start_timestep
-        noise = torch.randn(z.shape, generator=generator).to(z.device)
+        noise = image_noise(z.shape, generators, z.device)
         z_t = self.noise_schedule.add_noise(
             z, noise, torch.full((len(z),), start, dtype=torch.long, device=z.device))
         empty = self.text_encoder()([""] * len(z))
@@ -228,9 +230,9 @@ class VlmDiffModel(AnomalyModel):
         x = normalize(small, info.normalization)
         texts = (self.captions(rows, "test_captions") if self.params.caption_at_inference
                  else None)
-        generator = torch.Generator().manual_seed(self.runtime.seed)
+        generators = image_generators(self.runtime.seed, rows["image_path"].tolist())
         # Not clamped: the authors compare the raw decoder output with the input.
-        recon = denormalize(self.reconstruct(x, texts, generator), info.normalization)
+        recon = denormalize(self.reconstruct(x, texts, generators), info.normalization)
         maps = {}
         for spec in self.params.feature_extractors:
             side = extractor_spec(spec)[2] or self.params.feature_resolution or info.resolution
