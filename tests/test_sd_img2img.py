@@ -3,6 +3,7 @@ their detectors and hybrid score tier (an alpha sweep through snakemake: test_wo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,12 @@ def tiny_root(tmp_path_factory, weights_root) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runtime(tiny_root) -> Runtime:
+def runtime(tiny_root) -> Iterator[Runtime]:
+    # Tiny models gain nothing from more threads (and OpenMP's spinning slows them).
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    return Runtime(device=torch.device("cpu"), weights_root=tiny_root, image_size=32)
+    yield Runtime(device=torch.device("cpu"), weights_root=tiny_root, image_size=32)
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +154,9 @@ def test_lora_trains_saves_and_changes_the_reconstructions(tmp_path, runtime, ro
     model.save_pretrained(tmp_path)
     (tmp_path / "metadata.json").write_text("{}")
     assert (tmp_path / "pytorch_lora_weights.safetensors").is_file()
-    loaded = load_model(tmp_path, runtime)
+    # The folder holds the train tier: inference settings (sd_resolution 64) come with
+    # the loading job, as in the infer rule; without them it would run at 512 px.
+    loaded = load_model(tmp_path, runtime, overrides=model.params.values("infer", "run"))
     after = loaded.reconstruct_images(x, rows.head(2))
     assert after.shape == before.shape == x.shape
     assert not torch.allclose(after, before)  # the LoRA is fused into the UNet
