@@ -97,3 +97,15 @@ def make_mvtec() -> Callable[..., Path]:
         return root
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def weight_sources():
+    """Each test starts from the built-in weight sources: a rehearsal's plan replaces them
+    in its process with their random-weight architectures (as every rehearsal job does)."""
+    from diffad.weights import sources
+
+    saved = dict(sources._REGISTRY)
+    yield
+    sources._REGISTRY.clear()
+    sources._REGISTRY.update(saved)

@@ -156,7 +156,8 @@ class LatentInversionModel(AnomalyModel):
                           maps={"norm": upsample(norm, image_size).cpu().numpy()})
 
     def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:
-        return self.predict_features(self.extractor(images), images.shape[-1])
+        paths = rows["image_path"].tolist() if rows is not None and "image_path" in rows else None
+        return self.predict_features(self.extractor(images), images.shape[-1], paths)
 
     def infer(self, rows: pd.DataFrame) -> Iterator[Prediction]:
         # Features come from the cache shared by all variants of this backbone; the

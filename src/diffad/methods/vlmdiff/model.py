@@ -178,15 +178,18 @@ class VlmDiffModel(AnomalyModel):
         return trainer.fit(data, loss)
 
     @torch.no_grad()
-    def encode(self, vae, x: torch.Tensor, generators: list[torch.Generator],
-               sample: bool) -> torch.Tensor:
-        """z = latent_scale * E(x): a posterior sample (``sample``, one generator per image)
-        or its mean."""
+    def encode(self, vae, x: torch.Tensor,
+               generator: torch.Generator | list[torch.Generator], sample: bool) -> torch.Tensor:
+        """z = latent_scale * E(x): a posterior sample (``sample``) or its mean. Training
+        draws from its one generator; inference from one generator per image."""
         with autocast(self.runtime.device):
             posterior = vae.encode(x).latent_dist
         mean, std = posterior.mean.float(), posterior.std.float()
         if sample:
-            mean = mean + std * image_noise(mean.shape, generators, mean.device)
+            noise = (image_noise(mean.shape, generator, mean.device)
+                     if isinstance(generator, list)
+                     else torch.randn(mean.shape, generator=generator).to(mean.device))
+            mean = mean + std * noise
         return self.params.latent_scale * mean
 
     # ---------------------------------------------------------------- inference
