@@ -152,7 +152,7 @@ def test_vlmdiff_reads_one_autoencoder_folder_and_every_categorys_captions():
     artefacts = plan.artefacts("vlmdiff_e300", "mvtec_ad", "all")
     assert artefacts["autoencoder"] == {"sd15_ft": ["results/models/autoencoder/sd15_ft/"
                                                     "mvtec_ad/all"]}
-    assert len(artefacts["captions"]["internvl2_8b"]) == 15
+    assert len(artefacts["captions"]["internvl2_8b_long"]) == 15
     files = plan.train_inputs("vlmdiff_e300", "mvtec_ad", "all")["artefacts"]
     assert "results/models/autoencoder/sd15_ft/mvtec_ad/all/metadata.json" in files
     assert plan.autoencoder_inputs("sd15_ft", "mvtec_ad", "all")["weights"] == [
@@ -173,12 +173,15 @@ def test_vlmdiff_reads_one_autoencoder_folder_and_every_categorys_captions():
         # esm: sgm's model and esm's (shared by esm_sigma and the Table 5 ablations).
         ("esm", {"train": 2 * 33, "infer": 3 * 33, "evaluate": 6 * 33}),
         # vlmdiff: autoencoders sd15_ft per dataset (per fold on COCO-AD) + sd15 as is on
-        # Real-IAD; train captions by 3 captioners on MVTec AD 15, VisA 12, Real-IAD 30,
-        # COCO-AD 4 folds; test captions where text conditions inference.
-        ("vlmdiff", {"autoencoder": 1 + 1 + 2 + 4, "captions": 3 * (15 + 12 + 30 + 4),
-                     "test_captions": (15 + 12 + 30) + 3 * 4, "train": 2 * 6 + 5 + 4 * 4,
-                     "infer": 7 * 15 + 7 * 12 + 6 * 30 + 4 * 4,
-                     "evaluate": 12 * 15 + 7 * 12 + 11 * 30 + 4 * 4}),
+        # Real-IAD; train captions by 3 captioners with the authors' prompt on MVTec AD
+        # 15, VisA 12, Real-IAD 30, COCO-AD 4 folds, and InternVL2 with the paper's on
+        # MVTec AD and VisA (the prompt ablation); test captions where text conditions
+        # inference.
+        ("vlmdiff", {"autoencoder": 1 + 1 + 2 + 4,
+                     "captions": 3 * (15 + 12 + 30 + 4) + (15 + 12),
+                     "test_captions": (15 + 12 + 30) + 3 * 4, "train": 2 * 7 + 5 + 4 * 4,
+                     "infer": 8 * 15 + 8 * 12 + 6 * 30 + 4 * 4,
+                     "evaluate": 13 * 15 + 8 * 12 + 11 * 30 + 4 * 4}),
         # sd_img2img on MVTec AD (15): 67 variants, 35 inferences and 5 models each; the
         # four shown variants that reconstruct by strength draw the strength figure.
         ("sd_img2img", {"train": 5 * 15, "infer": 31 * 15, "infer_with_strengths": 4 * 15,
