@@ -24,6 +24,8 @@ from diffad.plan.rehearsal import Rehearsal, code_path, representatives
 from diffad.weights.rehearsal import FACTORIES, rehearsal_source
 
 REPO = Path(__file__).resolve().parents[1]
+ESM_PER_CATEGORY = yaml.safe_load((REPO / "config/experiments/esm.yaml").read_text())[
+    "methods"]["esm"]["per_category"]
 # VLMDiff's rehearsal is not possible yet: its captioners have no real architecture
 # recorded (test_a_source_without_an_architecture_fails_the_rehearsal_naming_it).
 REPRODUCTIONS = ["patchcore", "latent_inversion", "esm", "sd_img2img"]
@@ -79,6 +81,20 @@ def test_every_reproduction_rehearses_each_code_path_once(name):
     assert plan.full.jobs() == full.jobs()
     assert set(plan.cost_files()) == {"md", "csv"}
     assert set(full.cost_files()) == set()
+
+
+def test_inference_runs_the_fewest_evaluations_of_its_code_path():
+    """ESM from T_d = 1 (every per-category T_d too), img2img on a 10-step schedule that
+    still runs a step at the strength figure's 0.1; the estimate scales back by NFE."""
+    esm = plan_of(reproduction("esm"))
+    sigma = esm.methods["esm_sigma"]
+    assert sigma["t_d"] == 1 and {o["t_d"] for o in sigma["per_category"].values()} == {1}
+    assert esm.kind("esm_sigma").nfe(params_of(sigma)) == 2 + 2  # two streams, the MLE maps
+    sd = plan_of(reproduction("sd_img2img"))
+    assert params_of(sd.methods["sd_img2img_notebook"]).steps == 10
+    assert params_of(sd.methods["pixel_ddpm"]).sample_steps == 1
+    configured = plan_of(reproduction("esm", rehearsal={"fewest_evaluations": False}))
+    assert configured.methods["esm_sigma"]["per_category"] == ESM_PER_CATEGORY
 
 
 def test_the_representative_of_a_code_path_costs_fewest_evaluations():

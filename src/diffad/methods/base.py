@@ -139,6 +139,13 @@ class MethodKind:
         return 0
 
     @classmethod
+    def fewest_evaluations(cls, params: Any) -> dict[str, Any]:
+        """Infer settings that run the same code with the fewest network evaluations per
+        image (a rehearsal's cut, as 2 optimizer steps are of training; its cost model
+        scales the measured time by :meth:`nfe`). Empty where nothing can be cut."""
+        return {}
+
+    @classmethod
     def needs_train_scores(cls, params: Any) -> bool:
         """True where the score tier standardises by train-split statistics: the infer
         job shared by a group of variants then scores the train split too."""

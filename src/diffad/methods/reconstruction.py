@@ -41,6 +41,11 @@ def img2img_steps(steps: int, strength: float) -> int:
     return min(int(steps * strength), steps)
 
 
+#: The fewest schedule steps that still run a step at strength 0.1, the lowest strength
+#: the report's strength figure reconstructs at (a rehearsal's cut).
+FEWEST_STRENGTH_STEPS = 10
+
+
 def needs_train_statistics(params: HybridScoreParams) -> bool:
     return params.standardize == "train"
 

@@ -13,6 +13,10 @@ turns any experiment config into its rehearsal (:func:`rehearsal_config`):
 - each training stops after ``steps`` optimizer steps (the trainer's
   ``max_steps``); a configured batch larger than ``max_batch`` runs at
   ``max_batch`` and the cost table scales the step to the configured batch;
+- each inference runs its kind's fewest network evaluations
+  (:meth:`~diffad.methods.base.MethodKind.fewest_evaluations`: ESM from
+  T_d = 1, img2img on a 10-step schedule...) unless ``fewest_evaluations`` is
+  false; the cost table scales the measured time by the configured NFE;
 - of the variants, one per distinct code path (:func:`code_path`): each kind
   with each distinct value of its categorical settings (choices, flags,
   names, architectures), the one that costs the fewest network evaluations;
@@ -48,6 +52,8 @@ class Rehearsal:
     steps: int = 2  #: optimizer steps of every training
     #: the largest batch run here (memory); a larger configured batch is scaled to
     max_batch: int = 16
+    #: inference at the kind's fewest network evaluations (scaled back by NFE)
+    fewest_evaluations: bool = True
     #: ``paths``: one variant per distinct code path; ``all``: every variant
     variants: str = "paths"
     results: str = "results/rehearsal"
@@ -110,6 +116,23 @@ def cut_training(entry: dict[str, Any], settings: Rehearsal) -> dict[str, Any]:
     return entry
 
 
+def cut_inference(entry: dict[str, Any]) -> dict[str, Any]:
+    """A variant's entry at its kind's fewest network evaluations per image (its
+    ``per_category`` overrides of the same settings too)."""
+    cut = kind_of(entry).fewest_evaluations(params_of(entry))
+    if not cut:
+        return entry
+    out = {**entry, **cut}
+    if "per_category" in out:
+        out["per_category"] = {c: {**o, **{k: v for k, v in cut.items() if k in o}}
+                               for c, o in out["per_category"].items()}
+    try:
+        params_of(out)
+    except (ConfigError, ValueError):  # the cut would not run (e.g. no denoising step)
+        return entry
+    return out
+
+
 def rehearsal_config(config: dict[str, Any], variants: MethodSet,
                      full_categories: dict[str, list[str]], settings: Rehearsal
                      ) -> dict[str, Any]:
@@ -146,6 +169,8 @@ def rehearsal_config(config: dict[str, Any], variants: MethodSet,
         entry = {k: v for k, v in variants.resolved[name].items() if k != "reference"}
         if issubclass(kind_of(entry).Params, TrainerParams):
             entry = cut_training(entry, settings)
+        if settings.fewest_evaluations:
+            entry = cut_inference(entry)
         methods[name] = entry
     out["methods"] = methods
     out["method_grids"], out["seeds"] = {}, {}
@@ -155,4 +180,5 @@ def rehearsal_config(config: dict[str, Any], variants: MethodSet,
     return out
 
 
-__all__ = ["Rehearsal", "code_path", "cut_training", "rehearsal_config", "representatives"]
+__all__ = ["Rehearsal", "code_path", "cut_inference", "cut_training", "rehearsal_config",
+           "representatives"]

@@ -152,6 +152,11 @@ class Esm(MethodKind):
         return steps + (2 if params.objective == "mle" else 0)
 
     @classmethod
+    def fewest_evaluations(cls, params: EsmParams) -> dict[str, Any]:
+        # One sampler step from T_d = 1: the same sampler, stream and detectors.
+        return {"t_d": 1}
+
+    @classmethod
     def detectors(cls, params: EsmParams) -> tuple[str, ...]:
         """``sgm`` has no variance: S_cos and S_RE only."""
         return DETECTORS if params.objective == "mle" else ("cos", "re")

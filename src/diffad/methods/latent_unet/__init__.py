@@ -20,7 +20,7 @@ round(linspace(999, 0, 250)) from the clean image.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import model_validator
 
@@ -33,6 +33,7 @@ from diffad.methods.params import (
     train,
 )
 from diffad.methods.reconstruction import (
+    FEWEST_STRENGTH_STEPS,
     HybridScoreParams,
     hybrid_score,
     img2img_steps,
@@ -109,6 +110,12 @@ class LatentUnet(MethodKind):
         if params.start == "clean":
             return params.sample_steps
         return img2img_steps(params.steps, params.strength)
+
+    @classmethod
+    def fewest_evaluations(cls, params: LatentUnetParams) -> dict[str, Any]:
+        if params.start == "clean":
+            return {"sample_steps": 1}
+        return {"steps": min(params.steps, FEWEST_STRENGTH_STEPS)}
 
     @classmethod
     def reconstructs_by_strength(cls, params: LatentUnetParams) -> bool:

@@ -26,13 +26,14 @@ Score tier: the hybrid score of :mod:`diffad.methods.reconstruction`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import model_validator
 
 from diffad.methods.base import MethodKind, Requirements, Scored
 from diffad.methods.params import DiffusersWeights, OpenClipWeights, infer, run, train
 from diffad.methods.reconstruction import (
+    FEWEST_STRENGTH_STEPS,
     HybridScoreParams,
     hybrid_score,
     img2img_steps,
@@ -104,6 +105,10 @@ class SdImg2Img(MethodKind):
         # Guidance evaluates the UNet on the prompt and the negative prompt at every step.
         guided = params.guidance_scale > 1
         return img2img_steps(params.steps, params.strength) * (2 if guided else 1)
+
+    @classmethod
+    def fewest_evaluations(cls, params: SdImg2ImgParams) -> dict[str, Any]:
+        return {"steps": min(params.steps, FEWEST_STRENGTH_STEPS)}
 
     @classmethod
     def reconstructs_by_strength(cls, params: SdImg2ImgParams) -> bool:
