@@ -90,6 +90,17 @@ def test_nfe_counts_the_steps_img2img_runs_and_guidance_doubles_them():
     assert LatentUnet.nfe(LatentUnet.Params(steps=30, strength=0.5)) == 15
 
 
+@pytest.mark.parametrize("scheduler", ["ddim", "pndm"])
+def test_nfe_is_what_the_pipeline_runs(runtime, rows, scheduler):
+    model = build_model(resolve_method("sd", {**TINY_SD, "scheduler": scheduler,
+                                              "guidance_scale": 1.0}), runtime)
+    model.fit(rows.head(2), TrainingSession())
+    calls = []
+    model.pipeline().unet.register_forward_hook(lambda *_: calls.append(1))
+    model.reconstruct_images(images(rows.head(1), runtime), rows.head(1))
+    assert len(calls) == SdImg2Img.nfe(model.params) == 3 + (scheduler == "pndm")
+
+
 def test_bad_values_name_the_key():
     with pytest.raises(ConfigError, match="methods.v.alpha: must be <= 1"):
         resolve_method("v", {**TINY_SD, "alpha": 1.5})

@@ -102,9 +102,12 @@ class SdImg2Img(MethodKind):
 
     @classmethod
     def nfe(cls, params: SdImg2ImgParams) -> int:
+        # PNDM without its Runge-Kutta warm-up (SD's `skip_prk_steps`) repeats one
+        # timestep of its schedule, so img2img runs one UNet step more than DDIM.
+        steps = img2img_steps(params.steps, params.strength) + (params.scheduler == "pndm")
         # Guidance evaluates the UNet on the prompt and the negative prompt at every step.
         guided = params.guidance_scale > 1
-        return img2img_steps(params.steps, params.strength) * (2 if guided else 1)
+        return steps * (2 if guided else 1)
 
     @classmethod
     def fewest_evaluations(cls, params: SdImg2ImgParams) -> dict[str, Any]:
