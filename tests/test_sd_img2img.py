@@ -90,7 +90,7 @@ def test_nfe_counts_the_steps_img2img_runs_and_guidance_doubles_them():
     assert LatentUnet.nfe(LatentUnet.Params(steps=30, strength=0.5)) == 15
 
 
-@pytest.mark.parametrize("scheduler", ["ddim", "pndm"])
+@pytest.mark.parametrize("scheduler", ["ddim", "pndm", "dpmsolver"])
 def test_nfe_is_what_the_pipeline_runs(runtime, rows, scheduler):
     model = build_model(resolve_method("sd", {**TINY_SD, "scheduler": scheduler,
                                               "guidance_scale": 1.0}), runtime)
@@ -99,6 +99,29 @@ def test_nfe_is_what_the_pipeline_runs(runtime, rows, scheduler):
     model.pipeline().unet.register_forward_hook(lambda *_: calls.append(1))
     model.reconstruct_images(images(rows.head(1), runtime), rows.head(1))
     assert len(calls) == SdImg2Img.nfe(model.params) == 3 + (scheduler == "pndm")
+
+
+def test_the_lora_prompt_is_encoded_with_its_attention_mask_as_the_notebook_did(runtime):
+    from diffusers import StableDiffusionPipeline
+
+    from diffad.methods.sd_img2img.model import instance_prompt_embedding
+    from diffad.weights import load_diffusers
+
+    pipe = load_diffusers("tiny_sd", runtime.weights_root, cls=StableDiffusionPipeline)
+    masked = instance_prompt_embedding(pipe, "photo of mvbottle object", True)
+    plain = instance_prompt_embedding(pipe, "photo of mvbottle object", False)
+    # Without the mask: exactly what SD's pipeline encodes (and what inference uses).
+    assert torch.equal(plain, pipe.encode_prompt("photo of mvbottle object",
+                                                 torch.device("cpu"), 1, False)[0])
+    # The causal mask already hides the padding from the prompt's own tokens (BOS, 5
+    # words' tokens, EOS); the attention mask changes the padding rows only.
+    n = int(pipe.tokenizer("photo of mvbottle object", return_tensors="pt")
+            .attention_mask.sum())
+    assert torch.allclose(masked[:, :n], plain[:, :n], atol=1e-6)
+    assert not torch.allclose(masked[:, n:], plain[:, n:], atol=1e-3)
+    # The LoRA variant's recipe: DreamBooth's max_grad_norm and the mask by default.
+    params = SdImg2Img.Params(lora=True)
+    assert params.trainer_settings(0).grad_clip == 1.0 and params.lora_text_attention_mask
 
 
 def test_bad_values_name_the_key():

@@ -159,8 +159,11 @@ def test_metrics_equal_those_of_the_local_executor(failed_run, default_run):
                                rtol=1e-6)
 
 
-def test_rerun_after_the_fix_does_only_the_missing_jobs(failed_run):
-    workdir, _, _, _, env = failed_run
+def test_rerun_after_the_fix_does_only_the_missing_jobs(failed_run, tmp_path):
+    failed, _, _, _, env = failed_run
+    # On a copy: the failed run's logs and outputs stay as the other tests read them,
+    # whichever order they run in.
+    workdir = copy_run(failed, tmp_path / "run")
     widget_before = mtimes(workdir, "widget")
     # The train log said the image changed since the manifest, and how to rebuild it.
     rebuild = "--forcerun results/data/synthetic/tiles.parquet"

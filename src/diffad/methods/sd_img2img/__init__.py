@@ -18,8 +18,9 @@ the squared-error and absolute-error maps (:mod:`diffad.models.reconstruction`).
 
 ``lora: true`` first trains a LoRA of the UNet's attention on the category's
 normal train images with the DreamBooth prompt "photo of mv{category} object"
-(the notebook's rank 8, lr 1e-4, 600 steps, batch 1 x accumulation 4), on the
-shared trainer; every img2img setting of the variant reuses it.
+(the notebook's rank 8, lr 1e-4, 600 steps, batch 1 x accumulation 4, gradients
+clipped at norm 1, the prompt encoded with its attention mask), on the shared
+trainer; every img2img setting of the variant reuses it.
 
 Score tier: the hybrid score of :mod:`diffad.methods.reconstruction`.
 """
@@ -62,6 +63,11 @@ class SdImg2ImgParams(HybridScoreParams, TrainerParams):
     batch_size: int = train(1, ge=1)
     grad_accum: int = train(4, ge=1)
     learning_rate: float = train(1e-4, "AdamW", gt=0)
+    grad_clip: float | None = train(1.0, "max gradient norm (DreamBooth's max_grad_norm "
+                                         "1.0); None: no clipping", gt=0)
+    lora_text_attention_mask: bool = train(
+        True, "encode the instance prompt with the tokenizer's attention mask (the "
+              "notebook's --text_encoder_use_attention_mask); false: SD's pipeline encoding")
     checkpoint_every: int = run(200, "optimizer steps between resumable checkpoints", ge=1)
     # img2img (infer tier: a sweep over these trains nothing)
     prompt: str = infer(PROMPT, "`{category}` is the category's name")
@@ -71,8 +77,9 @@ class SdImg2ImgParams(HybridScoreParams, TrainerParams):
     guidance_scale: float = infer(7.5, "classifier-free guidance (report: 3.5-9)", ge=1)
     steps: int = infer(30, "inference steps of the full schedule (report: 20-50); "
                            "int(steps x strength) of them run", ge=1)
-    scheduler: Literal["ddim", "pndm"] = infer(
-        "ddim", "`ddim` (the report's), `pndm` (SD v1.5's default, the notebook's)")
+    scheduler: Literal["ddim", "pndm", "dpmsolver"] = infer(
+        "ddim", "`ddim` (the report's), `pndm` (SD v1.5's default, the img2img "
+                "notebook's), `dpmsolver` (DPM-Solver++ multistep, the LoRA notebook's)")
     generator_seed: int = infer(42, "seed of every batch's noise (the notebook's 42)", ge=0)
     sd_resolution: int = infer(512, "side at which SD reconstructs (images are upscaled "
                                     "and the result resized back)", ge=8)

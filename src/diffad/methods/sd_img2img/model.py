@@ -25,6 +25,20 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 
 
+@torch.no_grad()
+def instance_prompt_embedding(pipe, prompt: str, attention_mask: bool) -> torch.Tensor:
+    """The (1, 77, width) embedding DreamBooth's script trains on: the prompt padded to the
+    tokenizer's length; with ``attention_mask`` (``--text_encoder_use_attention_mask``) the
+    padding positions attend to the prompt's tokens only. CLIP's causal mask already hides
+    the padding from the prompt's own positions, so only the padding rows change, and the
+    UNet's cross-attention reads all 77. Without it: what SD's pipeline encodes."""
+    tokens = pipe.tokenizer(prompt, padding="max_length", truncation=True,
+                            max_length=pipe.tokenizer.model_max_length, return_tensors="pt")
+    device = pipe.text_encoder.device
+    mask = tokens.attention_mask.to(device) if attention_mask else None
+    return pipe.text_encoder(tokens.input_ids.to(device), attention_mask=mask)[0]
+
+
 class SdImg2ImgModel(AnomalyModel):
     def __init__(self, params: SdImg2ImgParams, runtime: Runtime,
                  artefacts: Artefacts | None = None):
@@ -41,13 +55,19 @@ class SdImg2ImgModel(AnomalyModel):
     def pipeline(self):
         """The img2img pipeline: fp16 on CUDA, its scheduler, the LoRA fused in."""
         if self._pipe is None:
-            from diffusers import DDIMScheduler, PNDMScheduler, StableDiffusionImg2ImgPipeline
+            from diffusers import (
+                DDIMScheduler,
+                DPMSolverMultistepScheduler,
+                PNDMScheduler,
+                StableDiffusionImg2ImgPipeline,
+            )
 
             dtype = torch.float16 if mixed_precision_dtype(self.runtime.device) else None
             pipe = load_diffusers(self.params.weights, self.runtime.weights_root,
                                   cls=StableDiffusionImg2ImgPipeline,
                                   **({"torch_dtype": dtype} if dtype else {}))
-            scheduler = {"ddim": DDIMScheduler, "pndm": PNDMScheduler}[self.params.scheduler]
+            scheduler = {"ddim": DDIMScheduler, "pndm": PNDMScheduler,
+                         "dpmsolver": DPMSolverMultistepScheduler}[self.params.scheduler]
             pipe.scheduler = scheduler.from_config(pipe.scheduler.config)
             if self.lora_folder is not None:
                 pipe.load_lora_weights(str(self.lora_folder), weight_name=LORA_FILE)
@@ -88,9 +108,8 @@ class SdImg2ImgModel(AnomalyModel):
         self._lora_config = config.to_dict()
         # The prompt's embedding once (the script's --pre_compute_text_embeddings), by the
         # text encoder where it was loaded (the CPU), then moved to the UNet's device.
-        prompt = p.lora_prompt.format(category=self.category)
-        with torch.no_grad():
-            text = pipe.encode_prompt(prompt, torch.device("cpu"), 1, False)[0].to(device)
+        text = instance_prompt_embedding(pipe, p.lora_prompt.format(category=self.category),
+                                         p.lora_text_attention_mask).to(device)
         trainable = [q for q in unet.parameters() if q.requires_grad]
         trainer = Trainer(
             {"unet": unet}, torch.optim.AdamW(trainable, lr=p.learning_rate,
@@ -166,4 +185,4 @@ class SdImg2ImgModel(AnomalyModel):
             self.lora_folder = Path(folder)
 
 
-__all__ = ["LORA_FILE", "SdImg2ImgModel"]
+__all__ = ["LORA_FILE", "SdImg2ImgModel", "instance_prompt_embedding"]
