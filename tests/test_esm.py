@@ -13,7 +13,7 @@ import torch
 from diffad.errors import ConfigError
 from diffad.methods import build_model, params_of, resolve_method
 from diffad.methods.esm import Esm
-from diffad.methods.esm.model import mle_loss
+from diffad.methods.esm.model import ddim_step, eq5_step, mle_loss
 from diffad.runtime import Runtime
 from diffad.scoring.outputs import Outputs, score_table, write_maps
 
@@ -52,9 +52,11 @@ def test_predicted_variance_never_falls_below_the_floor(weights_root):
     assert variance.min() >= 0.05
 
 
-@pytest.mark.parametrize(("sampler", "evaluations"), [("sgm", 1), ("esm", 1), ("esm_sigma", 2)])
+@pytest.mark.parametrize(("sampler", "evaluations"),
+                         [("sgm", 1), ("sgm_ddim", 1), ("esm", 1), ("esm_sigma", 2)])
 def test_network_evaluations_per_sampler(weights_root, sampler, evaluations):
-    model = make(weights_root, sampler=sampler, objective="dsm" if sampler == "sgm" else "mle")
+    dsm = sampler.startswith("sgm")
+    model = make(weights_root, sampler=sampler, objective="dsm" if dsm else "mle")
     calls = []
     model.mean_stream.register_forward_hook(lambda *a: calls.append("mean"))
     if model.variance_stream is not None:
@@ -62,9 +64,40 @@ def test_network_evaluations_per_sampler(weights_root, sampler, evaluations):
     model.reconstruct(torch.zeros(1, 3, 32, 32), [torch.Generator().manual_seed(0)])
     # One dual-stream evaluation per step; esm_sigma re-estimates the variance once more.
     assert calls.count("mean") == 5
-    assert calls.count("variance") == (0 if sampler == "sgm" else 5 * evaluations)
+    assert calls.count("variance") == (0 if dsm else 5 * evaluations)
     params = model.params
-    assert Esm.nfe(params) == 5 * evaluations + (0 if sampler == "sgm" else 2)
+    assert Esm.nfe(params) == 5 * evaluations + (0 if dsm else 2)
+
+
+def test_sgm_is_eq5_with_the_dsm_denominator_and_ddim_halves_its_score():
+    generator = torch.Generator().manual_seed(0)
+    x, eps = torch.randn(2, 3, 4, 4, generator=generator), torch.randn(2, 3, 4, 4,
+                                                                      generator=generator)
+    beta, a = torch.tensor(0.02), torch.tensor(0.3)
+    # Eq. 5 stepped back over dt = 1 with Eq. 4's denominator, x - mu = sqrt(1 - abar) eps:
+    sgm = eq5_step(x, eps, 1 - a, beta, a)
+    torch.testing.assert_close(sgm, x + beta * (x / 2 - eps / (1 - a).sqrt()))
+    # Sec. 2: ESM differs from DSM only in that denominator, so ESM at sigma^2 = 1 - abar
+    # is SGM; another variance changes the step.
+    torch.testing.assert_close(eq5_step(x, eps, torch.full_like(x, 0.7), beta, a), sgm)
+    assert not torch.allclose(eq5_step(x, eps, torch.full_like(x, 0.1), beta, a), sgm)
+    # DDIM (eta 0) weights the score term by 1/2 where Eq. 5 weights it by 1 (first
+    # order in beta, with abar_{t-1} = abar_t / (1 - beta_t)).
+    small = torch.tensor(1e-5, dtype=torch.float64)
+    x, eps, a = x.double(), eps.double(), a.double()
+    drift = x * (1 + small / 2)
+    ratio = ((ddim_step(x, eps, a, a / (1 - small)) - drift)
+             / (eq5_step(x, eps, 1 - a, small, a) - drift))
+    torch.testing.assert_close(ratio, torch.full_like(ratio, 0.5), rtol=1e-3, atol=0)
+
+
+def test_the_dsm_model_samples_with_either_sgm_rule(weights_root):
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    out = {sampler: make(weights_root, sampler=sampler, objective="dsm").reconstruct(
+        x, [torch.Generator().manual_seed(0)]) for sampler in ("sgm", "sgm_ddim")}
+    assert not torch.allclose(out["sgm"], out["sgm_ddim"])
+    with pytest.raises(ConfigError, match="sampler: esm needs the variance stream"):
+        resolve_method("e", {"kind": "esm", "sampler": "esm", "objective": "dsm"})
 
 
 def test_variance_guided_step_moves_a_sample_toward_its_mean(weights_root):

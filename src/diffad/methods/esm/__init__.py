@@ -17,7 +17,12 @@ Training (Sec. 3.3), ``objective``:
 Denoising from T_d (``t_d``, per category: appendix Tables 6-8), ``sampler``:
 
 ``sgm``
-    probability-flow sampling (DDIM, eta = 0, every timestep): T_d evaluations;
+    Eq. 5 with DSM's denominator (Eq. 4: sigma_t^2 -> 1 - abar_t), the paper's
+    like-for-like baseline (Sec. 2: ESM and DSM differ only in that denominator):
+    x_{t-1} = x_t + beta_t (x_t / 2 - eps_t / sqrt(1 - abar_t)); T_d evaluations;
+``sgm_ddim``
+    DDIM with eta = 0 (the probability-flow ODE, which weights the score by 1/2
+    where Eq. 5 weights it by 1): T_d evaluations;
 ``esm``
     Eq. 5 with the explicit score of Eq. 3, -(x - mu_t) / sigma_t^2, where the
     deviation x - mu_t is read as sqrt(1 - abar_t) eps_t (the paper leaves mu_t
@@ -68,6 +73,8 @@ from diffad.scoring.outputs import Outputs
 from diffad.training.settings import TrainerParams
 
 DETECTORS = ("cos", "u", "kl", "re")
+#: The samplers that read the mean stream only (a DSM-trained model has no other).
+SINGLE_STREAM = ("sgm", "sgm_ddim")
 
 
 class EsmParams(MethodParams, TrainerParams):
@@ -88,8 +95,9 @@ class EsmParams(MethodParams, TrainerParams):
     epochs: int = train(1000, ge=1)
     learning_rate: float = train(2e-5, "Adam (Sec. 4.1)", gt=0)
     # Inference
-    sampler: Literal["sgm", "esm", "esm_sigma"] = infer(
-        "esm", "default: `sgm` for objective `dsm`, `esm` for `mle`")
+    sampler: Literal["sgm", "sgm_ddim", "esm", "esm_sigma"] = infer(
+        "esm", "default: `sgm` (Eq. 5 with 1 - abar_t) for objective `dsm`, `esm` for "
+               "`mle`; `sgm_ddim`: DDIM, eta 0")
     t_d: int = infer(100, "denoising start T_d (per category in the paper: `per_category`)",
                      ge=1)
     feature_backbone: Backbone = infer("dino_vitb8", "frozen network of S_cos (a weights source)")
@@ -124,7 +132,7 @@ class EsmParams(MethodParams, TrainerParams):
 
     @model_validator(mode="after")
     def _consistent(self) -> EsmParams:
-        if self.sampler != "sgm" and self.objective != "mle":
+        if self.sampler not in SINGLE_STREAM and self.objective != "mle":
             raise ValueError(f"sampler: {self.sampler} needs the variance stream "
                              "(objective: mle)")
         if self.t_d > self.train_timesteps:
@@ -173,4 +181,4 @@ class Esm(MethodKind):
         return Scored(top_k_mean(fused, params.top_k), fused)
 
 
-__all__ = ["DETECTORS", "Esm", "EsmParams"]
+__all__ = ["DETECTORS", "SINGLE_STREAM", "Esm", "EsmParams"]

@@ -42,6 +42,23 @@ def mle_loss(noise: torch.Tensor, eps: torch.Tensor, variance: torch.Tensor,
     return ((1 - a) * (noise - eps).pow(2) / variance + variance.log()).mean()
 
 
+def eq5_step(x: torch.Tensor, eps: torch.Tensor, variance: torch.Tensor | float,
+             beta: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """One step of Eq. 5, dx = -beta(t) (x / 2 - (x - mu_t) / sigma_t^2) dt, backwards over
+    dt = 1 with x - mu_t read as sqrt(1 - abar_t) eps_t: x + beta_t (x / 2 - sqrt(1 -
+    abar_t) eps_t / sigma_t^2). ESM's sigma_t^2 is the network's (Eq. 3); DSM's is
+    1 - abar_t (Eq. 4), which turns the step into x + beta_t (x / 2 - eps_t /
+    sqrt(1 - abar_t)), the noiseless first-order DDPM step: the score weighted by 1."""
+    return x + beta * (x / 2 - (1 - alpha_bar).sqrt() * eps / variance)
+
+
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor,
+              alpha_bar_prev: torch.Tensor) -> torch.Tensor:
+    """DDIM with eta = 0 (the probability-flow ODE, which weights the score by 1/2)."""
+    x0_hat = (x - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+    return alpha_bar_prev.sqrt() * x0_hat + (1 - alpha_bar_prev).sqrt() * eps
+
+
 class EsmModel(AnomalyModel):
     def __init__(self, params: EsmParams, runtime: Runtime, artefacts: Artefacts | None = None):
         super().__init__(params, runtime, artefacts)
@@ -133,14 +150,19 @@ class EsmModel(AnomalyModel):
         for t in range(start, -1, -1):
             a_t = alphas[t]
             a_prev = alphas[t - 1] if t > 0 else torch.ones_like(a_t)
-            eps, variance = self.streams(x, self._timestep(x, t))
-            if self.params.sampler == "sgm":
-                # DDIM with eta = 0: the probability-flow ODE of the VP SDE.
-                x0_hat = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-                x = a_prev.sqrt() * x0_hat + (1 - a_prev).sqrt() * eps
-            elif self.params.sampler == "esm":
-                # Eq. 5 with the explicit score of Eq. 3 (x - mu_t = sqrt(1 - abar_t) eps).
-                x = x + betas[t] * (x / 2 - (1 - a_t).sqrt() * eps / variance)
+            sampler = self.params.sampler
+            if sampler in ("sgm", "sgm_ddim"):
+                # DSM needs no variance: the mean stream alone.
+                with autocast(self.runtime.device):
+                    eps = self.mean_stream(x, self._timestep(x, t)).sample.float()
+            else:
+                eps, variance = self.streams(x, self._timestep(x, t))
+            if sampler == "sgm":
+                x = eq5_step(x, eps, 1 - a_t, betas[t], a_t)  # Eq. 5 with Eq. 4's 1 - abar_t
+            elif sampler == "sgm_ddim":
+                x = ddim_step(x, eps, a_t, a_prev)
+            elif sampler == "esm":
+                x = eq5_step(x, eps, variance, betas[t], a_t)  # Eq. 5 with Eq. 3's sigma_t^2
             else:
                 x = self.variance_guided_step(x, t, eps, variance, betas[t], a_t)
         return x
@@ -219,4 +241,4 @@ class EsmModel(AnomalyModel):
                 Path(folder) / "variance_stream").to(self.runtime.device)
 
 
-__all__ = ["EsmModel", "build_stream", "mle_loss"]
+__all__ = ["EsmModel", "build_stream", "ddim_step", "eq5_step", "mle_loss"]
