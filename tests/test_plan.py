@@ -170,8 +170,9 @@ def test_vlmdiff_reads_one_autoencoder_folder_and_every_categorys_captions():
         # (S, mode, start): S in {2, 3, 4, 5, 10, 50, 100, 1000} plus 27 reconstruction
         # points.
         ("latent_inversion", {"train": 27, "infer": (8 + 27) * 27, "evaluate": 50 * 27}),
-        # esm: sgm's model and esm's (shared by esm_sigma and the Table 5 ablations).
-        ("esm", {"train": 2 * 33, "infer": 3 * 33, "evaluate": 6 * 33}),
+        # esm: sgm's model and esm's (shared by esm_sigma and the Table 5 ablations, which
+        # score MPDD's 6 categories only).
+        ("esm", {"train": 2 * 33, "infer": 3 * 33, "evaluate": 3 * 33 + 3 * 6}),
         # vlmdiff: autoencoders sd15_ft per dataset (per fold on COCO-AD) + sd15 as is on
         # Real-IAD; train captions by 3 captioners with the authors' prompt on MVTec AD
         # 15, VisA 12, Real-IAD 30, COCO-AD 4 folds, and InternVL2 with the paper's on
@@ -199,7 +200,7 @@ def test_seeds_repeat_every_run_and_its_score_variants_share_each_inference():
                                     "esm_sigma_cos_re_u", "esm_sigma_cos_re_kl")}
     got = counts(experiment("esm", seeds=seeds))
     assert got["train"] == (1 + 3) * 33 and got["infer"] == (1 + 3 * 2) * 33
-    assert got["evaluate"] == (1 + 3 * 5) * 33
+    assert got["evaluate"] == (1 + 3 * 2) * 33 + 3 * 3 * 6  # the ablations: MPDD only
 
 
 # ---------------------------------------------------------------- resources
