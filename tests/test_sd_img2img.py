@@ -16,7 +16,7 @@ from diffad.errors import ConfigError
 from diffad.methods import build_model, load_model, resolve_method
 from diffad.methods.latent_unet import LatentUnet
 from diffad.methods.sd_img2img import SdImg2Img
-from diffad.models.reconstruction import ClipImageDistance, reconstruction_detectors
+from diffad.models.reconstruction import ReconstructionDetectors
 from diffad.plan import method_set
 from diffad.runtime import Runtime
 from diffad.scoring.outputs import Outputs
@@ -143,14 +143,16 @@ def outputs(scores: dict[str, np.ndarray], train: dict[str, np.ndarray] | None =
     return Outputs(table=table, maps_path="unused", train=train_table, _maps=maps or {})
 
 
-def test_hybrid_score_raw_and_standardised_and_the_mean_ssim():
+def test_hybrid_score_raw_and_standardised_and_the_fidelity_means():
     n = 4
     maps = {"sq": np.ones((n, 8, 8), np.float32), "abs": np.zeros((n, 8, 8), np.float32)}
     scores = {"mse": np.array([0.001, 0.002, 0.003, 0.010]),
               "clip": np.array([0.10, 0.05, 0.20, 0.15]), "ssim": np.full(n, 0.25)}
     raw = SdImg2Img.score(SdImg2Img.Params(alpha=0.8), outputs(scores, maps=maps))
     np.testing.assert_allclose(raw.scores, 0.8 * scores["mse"] + 0.2 * scores["clip"])
-    assert raw.statistics == {"ssim": 0.75} and raw.maps.sum() == n * 64  # the `sq` map
+    # The report's three measures of reconstruction, means over the test images.
+    assert raw.statistics == pytest.approx({"ssim": 0.75, "mse": 0.004, "clip": 0.125})
+    assert raw.maps.sum() == n * 64  # the `sq` map
     train = {"mse": np.array([0.001, 0.003]), "clip": np.array([0.1, 0.3])}
     std = SdImg2Img.score(SdImg2Img.Params(alpha=0.5, standardize="train",
                                            anomaly_map="abs"), outputs(scores, train, maps))
@@ -158,19 +160,46 @@ def test_hybrid_score_raw_and_standardised_and_the_mean_ssim():
     z_clip = (scores["clip"] - 0.2) / np.std([0.1, 0.3], ddof=1)
     np.testing.assert_allclose(std.scores, 0.5 * z_mse + 0.5 * z_clip)
     assert std.maps.sum() == 0
+    assert std.statistics == raw.statistics  # raw means, whatever the score standardises
 
 
 def test_detectors_vanish_for_a_perfect_reconstruction(runtime, rows):
     x = images(rows, runtime)
-    clip = ClipImageDistance("tiny_clip", runtime)
-    same_scores, same_maps = reconstruction_detectors(x, x.clone(), clip)
+    # LPIPS on EfficientNet-Lite0 (uniform channel weights: the cache has no VGG-16).
+    detectors = ReconstructionDetectors("tiny_clip", runtime, "tf_efficientnet_lite0")
+    same_scores, same_maps = detectors(x, x.clone())
+    assert set(same_scores) == {"mse", "clip", "ssim", "lpips"}
     for value in same_scores.values():
         np.testing.assert_allclose(value, 0, atol=1e-5)
     assert all(float(np.abs(m).max()) == 0 for m in same_maps.values())
     other = x.flip(-1)
-    scores, maps = reconstruction_detectors(x, other, clip)
+    scores, maps = detectors(x, other)
     assert all((v > 0).all() for v in scores.values())
     assert maps["sq"].shape == maps["abs"].shape == (len(x), 32, 32)
+    # Without a perceptual network no LPIPS is computed (nor its network loaded).
+    plain = ReconstructionDetectors("tiny_clip", runtime)
+    assert set(plain(x, other)[0]) == {"mse", "clip", "ssim"} and plain._lpips is None
+
+
+def test_the_optional_perceptual_term_is_a_score_setting_on_a_stored_lpips():
+    n = 4
+    scores = {"mse": np.array([0.001, 0.002, 0.003, 0.010]),
+              "clip": np.array([0.10, 0.05, 0.20, 0.15]), "ssim": np.full(n, 0.25),
+              "lpips": np.array([0.3, 0.1, 0.2, 0.4])}
+    maps = {"sq": np.ones((n, 8, 8), np.float32)}
+    params = SdImg2Img.Params(alpha=0.8, perceptual_weights="vgg16", weight_lpips=0.5)
+    got = SdImg2Img.score(params, outputs(scores, maps=maps))
+    np.testing.assert_allclose(got.scores, 0.8 * scores["mse"] + 0.2 * scores["clip"]
+                               + 0.5 * scores["lpips"])
+    # Inference stores LPIPS where the infer setting names its network; the weight is a
+    # score setting over that one inference, and the network a weight the job needs.
+    found = method_set({"sd": {**TINY_SD, "perceptual_weights": "vgg16"},
+                        "sd_p": {**TINY_SD, "perceptual_weights": "vgg16",
+                                 "weight_lpips": 0.5}})
+    assert found.inferred_by["sd_p"] == "sd"
+    assert "vgg16" in SdImg2Img.requirements(params).weights
+    with pytest.raises(ConfigError, match="weight_lpips: 0.5 needs perceptual_weights"):
+        resolve_method("sd", {**TINY_SD, "weight_lpips": 0.5})
 
 
 # ------------------------------------------------------------------------- models

@@ -125,6 +125,23 @@ def test_caption_says_only_what_applies(tmp_path):
     assert _header(text)[3:7] == ["I-AUROC", "I-AUROC paper", "I-AUROC Δ", "P-AUROC"]
 
 
+def test_reconstruction_fidelity_sits_beside_the_metrics_of_the_kinds_that_reconstruct(
+        tmp_path):
+    sd = _metrics(method="sd").assign(ssim=[0.75, 0.65], mse=[0.004, 0.006],
+                                      clip=[0.125, 0.075])
+    table = build_table(pd.concat([_metrics(), sd]), read_reference([]), {})
+    text = _write(tmp_path, table)["md"].read_text()
+    assert _header(text)[3:] == ["I-AUROC", "P-AUROC", "AUPRO", "SSIM", "MSE", "CLIP dist."]
+    # x 100 like the metrics; the mean row averages them; PatchCore reconstructs nothing.
+    assert _row(text, ["sd", "mvtec_ad", "**mean**"])[6:] == ["70.0", "0.5", "10.0"]
+    assert _row(text, ["pc", "mvtec_ad", "**mean**"])[6:] == ["–", "–", "–"]
+    caption = text.split("\n\n")[1]
+    assert caption.startswith("I-AUROC, P-AUROC and AUPRO (%) per category")
+    assert "MSE: their squared error on [0, 1] pixels" in caption
+    text = _write(tmp_path, table, columns=["mse"])["md"].read_text()
+    assert _header(text)[3:] == ["MSE"] and "(%) per category" not in text
+
+
 def test_counts_stay_integers_in_the_csv(tmp_path):
     metrics = _metrics()
     metrics["params"] = 2_958_848

@@ -49,8 +49,10 @@ if TYPE_CHECKING:  # torch-side types; this module stays importable without torc
     from diffad.training import TrainingSession
 
 #: Split-level statistics a score tier may report beside the metrics (:class:`Scored`), in
-#: [0, 1]: ``ssim``, the mean SSIM of the test images and their reconstructions.
-STATISTICS = ("ssim",)
+#: [0, 2], shown x 100 like the metrics: paper 000's three fidelity measures of the test
+#: images and their reconstructions, each a mean over the images: ``ssim`` (SSIM), ``mse``
+#: (squared error of [0, 1] pixels) and ``clip`` (1 - cosine of their CLIP embeddings).
+STATISTICS = ("ssim", "mse", "clip")
 
 #: Model folder files: the kind and parameters, and the completeness marker.
 MODEL_CONFIG = "config.json"
@@ -93,7 +95,7 @@ class Scored:
     #: whose paper crops after resizing); None: the whole image.
     crop: int | None = None
     #: Split-level statistics that go into the metrics row beside the metrics, by name
-    #: (``ssim``: the mean SSIM of input and reconstruction, paper 000's fidelity).
+    #: (:data:`STATISTICS`: paper 000's fidelity of the reconstructions).
     statistics: dict[str, float] = field(default_factory=dict)
 
 

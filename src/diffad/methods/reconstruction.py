@@ -7,6 +7,9 @@ and 0.7 with LoRA). The two terms live on different scales (an MSE of images in
 report is mostly its CLIP term at alpha < 0.99; ``standardize: train`` divides
 each term by the train split's statistics first ((s - mean) / sd of the normal
 train images' scores), which makes alpha the relative weight of the two.
+The report's "pixel, semantic and optionally perceptual metrics" (Sec. 3.5) prints
+no perceptual term; ``weight_lpips`` adds one, weight_lpips x LPIPS(x, x_hat), on
+the network ``perceptual_weights`` (stored at inference where it is set).
 The pixel map (``sq`` or ``abs``, optionally smoothed) is the report's heatmap;
 the image score does not depend on it. Infer stores every detector, so one set
 of reconstructions serves every alpha.
@@ -17,9 +20,10 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from pydantic import model_validator
 
 from diffad.methods.base import Scored
-from diffad.methods.params import MethodParams, score
+from diffad.methods.params import Backbone, MethodParams, infer, score
 from diffad.scoring.fusion import gaussian_smooth, standardize
 from diffad.scoring.outputs import Outputs
 
@@ -33,6 +37,19 @@ class HybridScoreParams(MethodParams):
     anomaly_map: Literal["sq", "abs"] = score(
         "sq", "`sq`: per-pixel squared error; `abs`: channel-mean absolute error (notebook)")
     sigma: float = score(0.0, "Gaussian smoothing of the map, pixels", ge=0)
+    # The report's optional perceptual term: stored by inference, weighed by the score tier.
+    perceptual_weights: Backbone | None = infer(
+        None, "timm source of the LPIPS distance stored per image (`vgg16`: LPIPS's "
+              "calibrated VGG-16); None: not computed")
+    weight_lpips: float = score(0.0, "weight of the perceptual (LPIPS) term added to the "
+                                     "hybrid score; needs `perceptual_weights`", ge=0)
+
+    @model_validator(mode="after")
+    def _perceptual_term(self) -> HybridScoreParams:
+        if self.weight_lpips > 0 and self.perceptual_weights is None:
+            raise ValueError(f"weight_lpips: {self.weight_lpips} needs perceptual_weights "
+                             "(the LPIPS network, e.g. vgg16)")
+        return self
 
 
 def img2img_steps(steps: int, strength: float) -> int:
@@ -50,17 +67,33 @@ def needs_train_statistics(params: HybridScoreParams) -> bool:
     return params.standardize == "train"
 
 
+def detector_weights(params: HybridScoreParams) -> tuple[str, ...]:
+    """The weight sources the detectors load: the CLIP tower, and LPIPS's network if set."""
+    perceptual = (params.perceptual_weights,) if params.perceptual_weights else ()
+    return (params.clip_weights, *perceptual)
+
+
 def hybrid_score(params: HybridScoreParams, outputs: Outputs) -> Scored:
-    """S = alpha mse + (1 - alpha) clip per test image, and the chosen map."""
-    mse, clip = outputs.scores("mse"), outputs.scores("clip")
+    """S = alpha mse + (1 - alpha) clip (+ weight_lpips lpips) per test image, and the
+    chosen map."""
+    raw_mse, raw_clip = outputs.scores("mse"), outputs.scores("clip")
+    mse, clip = raw_mse, raw_clip
     if params.standardize == "train":
         mse = standardize(mse, outputs.train_scores("mse"))
         clip = standardize(clip, outputs.train_scores("clip"))
     scores = params.alpha * mse + (1 - params.alpha) * clip
-    # The report's fidelity column: mean SSIM of the test images and their reconstructions.
-    ssim = float(np.mean(1 - outputs.scores("ssim")))
+    if params.weight_lpips:
+        lpips = outputs.scores("lpips")
+        if params.standardize == "train":
+            lpips = standardize(lpips, outputs.train_scores("lpips"))
+        scores = scores + params.weight_lpips * lpips
+    # The report's three measures of reconstruction (Sec. 3.9), means over the test images:
+    # SSIM (stored as 1 - SSIM), MSE and the CLIP distance, raw whatever `standardize` says.
+    statistics = {"ssim": float(np.mean(1 - outputs.scores("ssim"))),
+                  "mse": float(np.mean(raw_mse)), "clip": float(np.mean(raw_clip))}
     return Scored(scores, gaussian_smooth(outputs.map(params.anomaly_map), params.sigma),
-                  statistics={"ssim": ssim})
+                  statistics=statistics)
 
 
-__all__ = ["HybridScoreParams", "hybrid_score", "img2img_steps", "needs_train_statistics"]
+__all__ = ["HybridScoreParams", "detector_weights", "hybrid_score", "img2img_steps",
+           "needs_train_statistics"]

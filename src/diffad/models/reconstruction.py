@@ -11,7 +11,11 @@ Per image (B,):
     the projected 512-d embeddings, CLIP's 224-px input; :class:`ClipVision`);
 ``ssim``
     1 - SSIM (scikit-image, Gaussian-free 7 x 7 windows, colour channels
-    averaged, data range 1).
+    averaged, data range 1);
+``lpips``
+    where a perceptual network is given: the LPIPS distance
+    (:class:`diffad.models.perceptual.LPIPS`, the report's "optionally
+    perceptual" term).
 
 Per pixel (B, H, W): ``sq`` the channel mean of the squared error and ``abs``
 the channel mean of the absolute error (the map the notebook draws).
@@ -49,18 +53,44 @@ def ssim_distance(images: torch.Tensor, reconstructions: torch.Tensor) -> np.nda
                      for x, y in zip(a, b, strict=True)])
 
 
-def reconstruction_detectors(images: torch.Tensor, reconstructions: torch.Tensor,
-                             clip: ClipImageDistance) -> tuple[dict[str, np.ndarray],
-                                                               dict[str, np.ndarray]]:
-    """(scores, maps) of paper 000: ``mse``, ``clip``, ``ssim`` per image; ``sq`` and ``abs``
-    maps, for images and reconstructions of one size in [0, 1]."""
-    error = images - reconstructions
-    scores = {"mse": error.pow(2).mean(dim=(1, 2, 3)).cpu().numpy(),
-              "clip": clip(images, reconstructions).cpu().numpy(),
-              "ssim": ssim_distance(images, reconstructions)}
-    maps = {"sq": error.pow(2).mean(dim=1).cpu().numpy(),
-            "abs": error.abs().mean(dim=1).cpu().numpy()}
-    return scores, maps
+class ReconstructionDetectors:
+    """Paper 000's detectors of one inference: CLIP tower ``clip_weights`` (open_clip) and,
+    where ``perceptual_weights`` (timm) is given, LPIPS on it; each network is loaded on
+    first use."""
+
+    def __init__(self, clip_weights: str, runtime: Runtime,
+                 perceptual_weights: str | None = None):
+        self.clip_weights, self.perceptual_weights = clip_weights, perceptual_weights
+        self.runtime = runtime
+        self._clip: ClipImageDistance | None = None
+        self._lpips = None
+
+    def clip(self) -> ClipImageDistance:
+        if self._clip is None:
+            self._clip = ClipImageDistance(self.clip_weights, self.runtime)
+        return self._clip
+
+    def lpips(self):
+        if self._lpips is None:
+            from diffad.models.perceptual import LPIPS
+
+            self._lpips = LPIPS(self.perceptual_weights, self.runtime)
+        return self._lpips
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, reconstructions: torch.Tensor
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(scores, maps): ``mse``, ``clip``, ``ssim`` (and ``lpips``) per image; ``sq`` and
+        ``abs`` maps, for images and reconstructions of one size in [0, 1]."""
+        error = images - reconstructions
+        scores = {"mse": error.pow(2).mean(dim=(1, 2, 3)).cpu().numpy(),
+                  "clip": self.clip()(images, reconstructions).cpu().numpy(),
+                  "ssim": ssim_distance(images, reconstructions)}
+        if self.perceptual_weights is not None:
+            scores["lpips"] = self.lpips()(images, reconstructions.clamp(0, 1)).cpu().numpy()
+        maps = {"sq": error.pow(2).mean(dim=1).cpu().numpy(),
+                "abs": error.abs().mean(dim=1).cpu().numpy()}
+        return scores, maps
 
 
-__all__ = ["ClipImageDistance", "reconstruction_detectors", "ssim_distance"]
+__all__ = ["ClipImageDistance", "ReconstructionDetectors", "ssim_distance"]

@@ -19,7 +19,7 @@ from diffad.errors import ConfigError
 from diffad.methods.base import STATISTICS
 
 #: Shown by default beside the metrics where some row has a value: the statistics a score
-#: tier may report (``ssim``, the mean SSIM of input and reconstruction, paper 000).
+#: tier may report (SSIM, MSE and CLIP distance of input and reconstruction, paper 000).
 OPTIONAL_QUALITY = STATISTICS
 #: Quality metrics in [0, 1] in the metrics rows, in percent in the table.
 QUALITY = ("i_auroc", "p_auroc", "aupro", "i_ap", "p_ap", "i_f1max", "p_f1max",
@@ -50,6 +50,8 @@ HEADERS = {
     "i_f1max": "I-F1max",
     "p_f1max": "P-F1max",
     "ssim": "SSIM",
+    "mse": "MSE",
+    "clip": "CLIP dist.",
 }
 
 

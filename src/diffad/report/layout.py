@@ -207,11 +207,16 @@ def _caption(table: pd.DataFrame, metrics: Sequence[str], shown: list[Column],
              protocols: dict[str, str], groups: list[Group], notes: list[str],
              protocol_header: str) -> str:
     kinds = {c.kind for c in shown}
-    sentences = [f"{_join([HEADERS[m] for m in metrics])} (%) per category and their mean "
-                 f"over the categories"]
-    if "ssim" in metrics:
-        sentences.append("SSIM: the mean structural similarity of the test images and their "
-                         "reconstructions, for the methods that reconstruct")
+    detection = [HEADERS[m] for m in metrics if m not in OPTIONAL_QUALITY]
+    sentences = ([f"{_join(detection)} (%) per category and their mean over the categories"]
+                 if detection else [])
+    fidelity = {"ssim": "SSIM: their structural similarity",
+                "mse": "MSE: their squared error on [0, 1] pixels",
+                "clip": "CLIP dist.: 1 − the cosine of their CLIP embeddings"}
+    shown_fidelity = [text for name, text in fidelity.items() if name in metrics]
+    if shown_fidelity:
+        sentences.append("For the methods that reconstruct, means over the test images and "
+                         "their reconstructions (× 100): " + "; ".join(shown_fidelity))
     if "protocol" in kinds:
         names = sorted(set(protocols.values()))
         which = (f" ({', '.join(f'{m}: {p}' for m, p in protocols.items())})" if len(names) > 1

@@ -35,6 +35,7 @@ from diffad.methods.params import (
 from diffad.methods.reconstruction import (
     FEWEST_STRENGTH_STEPS,
     HybridScoreParams,
+    detector_weights,
     hybrid_score,
     img2img_steps,
     needs_train_statistics,
@@ -103,7 +104,7 @@ class LatentUnet(MethodKind):
         names += [params.unet_weights] if params.unet_weights else []
         artefacts = ((Artefact("autoencoder", params.autoencoder),)
                      if latent and params.autoencoder else ())
-        return Requirements(weights=(*names, params.clip_weights), artefacts=artefacts)
+        return Requirements(weights=(*names, *detector_weights(params)), artefacts=artefacts)
 
     @classmethod
     def nfe(cls, params: LatentUnetParams) -> int:

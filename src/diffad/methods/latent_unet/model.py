@@ -17,7 +17,7 @@ from diffad.methods.base import AnomalyModel, Artefacts, Prediction
 from diffad.methods.latent_unet import LatentUnetParams
 from diffad.methods.reconstruction import img2img_steps
 from diffad.models.noise import image_generators, image_noise
-from diffad.models.reconstruction import ClipImageDistance, reconstruction_detectors
+from diffad.models.reconstruction import ReconstructionDetectors
 from diffad.models.resize import resize
 from diffad.models.unet import build_unet2d
 from diffad.runtime import Runtime
@@ -40,7 +40,8 @@ class LatentUnetModel(AnomalyModel):
         self._vae = None
         #: how images enter the VAE: SD's [-1, 1], or the finetuned autoencoder's own
         self.normalization = "symmetric"
-        self._clip: ClipImageDistance | None = None
+        self.detectors = ReconstructionDetectors(params.clip_weights, runtime,
+                                                 params.perceptual_weights)
 
     # ------------------------------------------------------------------ parts
 
@@ -71,11 +72,6 @@ class LatentUnetModel(AnomalyModel):
                                                "AutoencoderKL", "vae")
             self._vae = vae.to(self.runtime.device).eval().requires_grad_(False)
         return self._vae
-
-    def clip(self) -> ClipImageDistance:
-        if self._clip is None:
-            self._clip = ClipImageDistance(self.params.clip_weights, self.runtime)
-        return self._clip
 
     def build_unet(self):
         p = self.params
@@ -175,7 +171,7 @@ class LatentUnetModel(AnomalyModel):
     @torch.no_grad()
     def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:
         recon = self.reconstruct_images(images, rows)
-        scores, maps = reconstruction_detectors(images, recon, self.clip())
+        scores, maps = self.detectors(images, recon)
         return Prediction(scores=scores, maps=maps)
 
     def eval(self) -> None:

@@ -36,6 +36,7 @@ from diffad.methods.params import DiffusersWeights, OpenClipWeights, infer, run,
 from diffad.methods.reconstruction import (
     FEWEST_STRENGTH_STEPS,
     HybridScoreParams,
+    detector_weights,
     hybrid_score,
     img2img_steps,
     needs_train_statistics,
@@ -105,7 +106,7 @@ class SdImg2Img(MethodKind):
 
     @classmethod
     def requirements(cls, params: SdImg2ImgParams) -> Requirements:
-        return Requirements(weights=(params.weights, params.clip_weights))
+        return Requirements(weights=(params.weights, *detector_weights(params)))
 
     @classmethod
     def nfe(cls, params: SdImg2ImgParams) -> int:

@@ -13,7 +13,7 @@ from diffad.device import mixed_precision_dtype
 from diffad.methods.base import AnomalyModel, Artefacts, Prediction
 from diffad.methods.sd_img2img import SdImg2ImgParams
 from diffad.models.noise import image_generators
-from diffad.models.reconstruction import ClipImageDistance, reconstruction_detectors
+from diffad.models.reconstruction import ReconstructionDetectors
 from diffad.models.resize import resize
 from diffad.runtime import Runtime
 from diffad.training import Trainer, TrainingSession
@@ -46,7 +46,8 @@ class SdImg2ImgModel(AnomalyModel):
         self.category: str | None = None
         self.lora_folder: Path | None = None
         self._pipe = None
-        self._clip: ClipImageDistance | None = None
+        self.detectors = ReconstructionDetectors(params.clip_weights, runtime,
+                                                 params.perceptual_weights)
         self._lora_state: dict[str, torch.Tensor] | None = None
         self._lora_config: dict | None = None
 
@@ -75,11 +76,6 @@ class SdImg2ImgModel(AnomalyModel):
             pipe.set_progress_bar_config(disable=True)
             self._pipe = pipe.to(self.runtime.device)
         return self._pipe
-
-    def clip(self) -> ClipImageDistance:
-        if self._clip is None:
-            self._clip = ClipImageDistance(self.params.clip_weights, self.runtime)
-        return self._clip
 
     # ----------------------------------------------------------------- training
 
@@ -157,7 +153,7 @@ class SdImg2ImgModel(AnomalyModel):
     @torch.no_grad()
     def predict(self, images: torch.Tensor, rows: pd.DataFrame) -> Prediction:
         reconstructions = self.reconstruct_images(images, rows)
-        scores, maps = reconstruction_detectors(images, reconstructions, self.clip())
+        scores, maps = self.detectors(images, reconstructions)
         return Prediction(scores=scores, maps=maps)
 
     # ----------------------------------------------------------------- storage
