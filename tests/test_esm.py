@@ -124,6 +124,9 @@ def test_every_detector_map_has_the_image_shape(weights_root):
     model = make(weights_root)
     prediction = model.predict(torch.rand(2, 3, 48, 48), image_rows(2))
     assert set(prediction.maps) == {"cos", "re", "u", "kl"}
+    for name, m in prediction.maps.items():  # the extremes train normalization reads
+        np.testing.assert_array_equal(prediction.scores[f"{name}_max"], m.max(axis=(1, 2)))
+        np.testing.assert_array_equal(prediction.scores[f"{name}_min"], m.min(axis=(1, 2)))
     assert all(m.shape == (2, 48, 48) and np.isfinite(m).all() for m in prediction.maps.values())
     assert (prediction.maps["kl"] >= -1e-5).all()  # a KL divergence
     sgm = make(weights_root, sampler="sgm", objective="dsm")
@@ -162,6 +165,28 @@ def test_fusion_weights_and_top_k_live_in_the_score_tier(tmp_path):
     np.testing.assert_allclose(scores(top_k=25, objective="dsm", sampler="sgm"), [1 / 25, 1.0])
     assert Esm.detectors(params_of(resolve_method("e", {"kind": "esm"}))) == (
         "cos", "u", "kl", "re")
+
+
+def test_train_normalization_scales_each_map_by_the_train_splits_range(tmp_path):
+    rows = pd.DataFrame({"image_path": ["a", "b"], "category": "c", "defect_type": "good",
+                         "label": 0, "mask_path": None})
+    maps = {"cos": np.zeros((2, 4, 4), np.float32), "re": np.zeros((2, 4, 4), np.float32)}
+    maps["cos"][1] = 2.0
+    maps["re"][0, 0, 0] = 0.5
+    write_maps(maps, tmp_path / "m.safetensors")
+    train = score_table(rows, {"cos_min": np.array([0.5, 1.0]), "cos_max": np.array([1.0, 1.5]),
+                               "re_min": np.array([0.0, 0.0]), "re_max": np.array([0.5, 1.0])})
+    outputs = Outputs(score_table(rows, {n: np.zeros(2) for n in maps}),
+                      str(tmp_path / "m.safetensors"), train=train)
+    params = params_of(resolve_method("e", {"kind": "esm", "objective": "dsm",
+                                            "normalization": "train", "top_k": 1}))
+    # cos over the train range [0.5, 1.5] -> image a: -0.5, image b: 1.5 (past the range);
+    # re over [0, 1] -> 0.5 at one pixel of a. Top-1 of the sum:
+    np.testing.assert_allclose(Esm.score(params, outputs).scores, [-0.5 + 0.5, 1.5])
+    assert Esm.needs_train_scores(params)
+    split = params_of(resolve_method("e", {"kind": "esm", "objective": "dsm", "top_k": 1}))
+    np.testing.assert_allclose(Esm.score(split, outputs).scores, [1.0, 1.0])
+    assert not Esm.needs_train_scores(split)
 
 
 def test_the_esm_samplers_need_the_variance_stream():

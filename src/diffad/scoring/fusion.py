@@ -12,11 +12,13 @@ from collections.abc import Mapping
 import numpy as np
 
 
-def minmax(values: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] by the range of ``values`` themselves (0 where it is flat)."""
+def minmax(values: np.ndarray, bounds: tuple[float, float] | None = None) -> np.ndarray:
+    """Scale by the range of ``values`` themselves to [0, 1], or by ``bounds`` (low, high),
+    e.g. the train split's, beyond [0, 1] where ``values`` leave them (0 where flat)."""
     values = np.asarray(values, dtype=np.float64)
-    span = values.max() - values.min()
-    return (values - values.min()) / span if span > 0 else np.zeros_like(values)
+    low, high = bounds if bounds is not None else (values.min(), values.max())
+    span = high - low
+    return (values - low) / span if span > 0 else np.zeros_like(values)
 
 
 def standardize(values: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -46,8 +46,9 @@ at t = 0); the last two need the variance stream (``mle``). Evaluating the
 variances at t = 0 costs 2 more (variance-stream) evaluations. NFE counts
 network evaluations: one per dual-stream call, one per variance-only call.
 
-Score tier: each detector's map normalised over the test split
-(``normalization``), fused S = u S_cos + v S_U + w S_KL + r S_RE (Eq. 14, equal
+Score tier: each detector's map min-max scaled by the range of the test split's
+maps, or of the normal train images' (``normalization: train``; inference then
+stores each train image's map extremes as ``<detector>_min``/``_max``), fused S = u S_cos + v S_U + w S_KL + r S_RE (Eq. 14, equal
 weights by default: the paper gives none), image score = mean of the top
 ``top_k`` = 250 pixels (Eq. 15).
 """
@@ -115,8 +116,10 @@ class EsmParams(MethodParams, TrainerParams):
     weight_u: float = score(1.0, "v (needs the variance stream)", ge=0)
     weight_kl: float = score(1.0, "w (needs the variance stream)", ge=0)
     weight_re: float = score(1.0, "r", ge=0)
-    normalization: Literal["split", "none"] = score(
-        "split", "each detector's maps min-max scaled over the test split before fusion")
+    normalization: Literal["split", "train", "none"] = score(
+        "split", "each detector's maps min-max scaled before fusion by the range of the test "
+                 "split's maps (`split`) or of the train split's (`train`: scores the train "
+                 "split too)")
     top_k: int = score(250, "N_a: image score = mean of the top N_a fused pixels", ge=1)
     smoothing: float = score(0.0, "Gaussian sigma (pixels) on the fused map", ge=0)
 
@@ -165,6 +168,10 @@ class Esm(MethodKind):
         return {"t_d": 1}
 
     @classmethod
+    def needs_train_scores(cls, params: EsmParams) -> bool:
+        return params.normalization == "train"
+
+    @classmethod
     def detectors(cls, params: EsmParams) -> tuple[str, ...]:
         """``sgm`` has no variance: S_cos and S_RE only."""
         return DETECTORS if params.objective == "mle" else ("cos", "re")
@@ -177,6 +184,11 @@ class Esm(MethodKind):
         maps = {name: outputs.map(name) for name, w in weights.items() if w}
         if params.normalization == "split":
             maps = {name: minmax(m) for name, m in maps.items()}
+        elif params.normalization == "train":
+            # The extremes of every train image's map: test statistics never enter.
+            maps = {name: minmax(m, (outputs.train_scores(f"{name}_min").min(),
+                                     outputs.train_scores(f"{name}_max").max()))
+                    for name, m in maps.items()}
         fused = gaussian_smooth(weighted_sum(maps, weights), params.smoothing)
         return Scored(top_k_mean(fused, params.top_k), fused)
 

@@ -217,6 +217,9 @@ class EsmModel(AnomalyModel):
         k = min(250, size * size)
         scores = {name: np.sort(m.reshape(len(m), -1), axis=1)[:, -k:].mean(axis=1)
                   for name, m in maps.items()}
+        # Each map's extremes, for normalization by the train split's range (score tier).
+        for name, m in maps.items():
+            scores[f"{name}_min"], scores[f"{name}_max"] = m.min(axis=(1, 2)), m.max(axis=(1, 2))
         return Prediction(scores=scores, maps=maps)
 
     def eval(self) -> None:
