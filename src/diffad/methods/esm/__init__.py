@@ -48,8 +48,9 @@ network evaluations: one per dual-stream call, one per variance-only call.
 
 Score tier: each detector's map min-max scaled by the range of the test split's
 maps, or of the normal train images' (``normalization: train``; inference then
-stores each train image's map extremes as ``<detector>_min``/``_max``), fused S = u S_cos + v S_U + w S_KL + r S_RE (Eq. 14, equal
-weights by default: the paper gives none), image score = mean of the top
+stores each train image's map extremes as ``<detector>_min``/``_max``), fused
+S = u S_cos + v S_U + w S_KL + r S_RE (Eq. 14, equal weights by default: the
+paper gives none), image score = mean of the top
 ``top_k`` = 250 pixels (Eq. 15).
 """
 
