@@ -11,7 +11,7 @@ rule captions:
     log:
         PATHS.log("captions", "captioner", "dataset", "category"),
     conda:
-        "../envs/torch.yaml"
+        get_captioner_env
     threads: PLAN.threads("captions")
     resources:
         **PLAN.resources("captions"),

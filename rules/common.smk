@@ -26,6 +26,10 @@ def get_captioner(w):
     return PLAN.captioner_params(w.captioner)
 
 
+def get_captioner_env(w):
+    return "../envs/" + PLAN.captioner_env(w.captioner)
+
+
 def get_captioner_inputs(w):
     return PLAN.captioner_inputs(w.captioner, w.dataset, w.category)
 

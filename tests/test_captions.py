@@ -134,6 +134,51 @@ def test_tiles_tensor_is_normalised():
     assert float(tensor.std(dim=(2, 3)).max()) < 1e-5
 
 
+# --- InternVL2's batch_chat -> generate path (a stand-in of its remote code) --------------
+
+def test_internvl_chat_asks_batch_chat_which_generates_through_its_language_model():
+    from internvl_standin import standin_internvl_chat
+
+    model, tokenizer = standin_internvl_chat()
+    params = resolve_captioners({"vl": {"base": "internvl2_8b", "tile_size": 32,
+                                        "max_tiles": 2, "max_new_tokens": 6,
+                                        "dtype": "float32"}})["vl"]
+    # A wide image is two tiles and a thumbnail, a square one a single tile: the batch
+    # is padded on the left and the image tokens of each row differ in number.
+    images = [Image.new("RGB", (64, 32), (200, 30, 30)), Image.new("RGB", (32, 32), (9, 9, 9))]
+    cpu = torch.device("cpu")
+    captions = generate_captions("internvl_chat", model, tokenizer, images,
+                                 params.prompt_text, params, cpu)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    again = generate_captions("internvl_chat", model, tokenizer, images, params.prompt_text,
+                              params, cpu)
+    assert again == captions  # greedy: the same words
+    # Each row's answer is its own: captioned alone, an image gets the same words.
+    alone = generate_captions("internvl_chat", model, tokenizer, images[1:],
+                              params.prompt_text, params, cpu)
+    assert alone == captions[1:]
+    # The tile size is checked against the model's.
+    wrong = params.model_copy(update={"tile_size": 48})
+    with pytest.raises(ValueError, match="tile_size is 48 but the model was trained on 32"):
+        generate_captions("internvl_chat", model, tokenizer, images, "x", wrong, cpu)
+
+
+def test_internvl2_refuses_a_transformers_it_cannot_generate_with(runtime):
+    from diffad.captions.families import check_internvl_transformers, dtype_argument
+
+    for works in ("4.37.2", "4.49.0", "4.51.3"):
+        check_internvl_transformers(works)
+    for breaks in ("4.52.0", "4.57.3", "5.25.0", "5.0.0.dev0"):
+        with pytest.raises(ConfigError, match="envs/internvl.yaml"):
+            check_internvl_transformers(breaks, "internvl2_8b")
+    # That environment's transformers names the weights' dtype the old way.
+    assert dtype_argument("4.51.3") == "torch_dtype" and dtype_argument("5.25.0") == "dtype"
+    # Before any weight is read: the installed transformers (5.x) refuses at once.
+    params = resolve_captioners({})["internvl2_8b"]
+    with pytest.raises(ConfigError, match="captioner 'internvl2_8b' runs InternVL2's own"):
+        load_captioner(params, runtime)
+
+
 # --- caption tables with a tiny BLIP-2 ------------------------------------------------------
 
 SIZES = [(40, 30), (64, 64), (30, 50), (80, 40), (32, 32)]

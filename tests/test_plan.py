@@ -203,6 +203,14 @@ def test_seeds_repeat_every_run_and_its_score_variants_share_each_inference():
     assert got["evaluate"] == (1 + 3 * 2) * 33 + 3 * 3 * 6  # the ablations: MPDD only
 
 
+def test_internvl2_caption_jobs_run_in_the_environment_it_can_generate_in():
+    plan = experiment("vlmdiff")
+    assert plan.captioner_env("internvl2_8b_long") == "internvl.yaml"
+    assert plan.captioner_env("blip2_long") == "torch.yaml"
+    env = yaml.safe_load((REPO / "envs" / plan.captioner_env("internvl2_8b_long")).read_text())
+    assert "transformers>=4.45,<4.52" in env["dependencies"]
+
+
 # ---------------------------------------------------------------- resources
 
 

@@ -10,6 +10,9 @@
 ``internvl_chat``
     OpenGVLab's InternVL2 with its own modelling code (``trust_remote_code``):
     dynamic tiles (:mod:`diffad.captions.tiling`) and the model's ``batch_chat``.
+    Its chat model generates through its InternLM2's ``generate``, which only
+    transformers < 4.52 gives it: the caption stage of these captioners runs in
+    ``envs/internvl.yaml`` (:func:`check_internvl_transformers` says why).
 
 Every family decodes greedily unless ``num_beams`` > 1, never samples, and
 returns one stripped caption per image, in the order of the images.
@@ -40,12 +43,54 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+#: The first transformers on which InternVL2's remote code cannot generate (see
+#: :func:`check_internvl_transformers`).
+INTERNVL_BREAKS_AT = (4, 52)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """(major, minor) of a version string ("5.0.0.dev0" -> (5, 0))."""
+    return tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+
+
+def dtype_argument(version: str) -> str:
+    """``from_pretrained``'s name for the weights' dtype: ``dtype`` from transformers 4.56,
+    ``torch_dtype`` before (the InternVL2 environment's transformers < 4.52)."""
+    return "dtype" if _release(version) >= (4, 56) else "torch_dtype"
+
+
+def check_internvl_transformers(version: str, captioner: str = "internvl_chat") -> None:
+    """Refuse to load InternVL2's remote code on a transformers it cannot generate with.
+
+    Its ``InternLM2ForCausalLM`` subclasses ``PreTrainedModel`` alone and keeps a legacy
+    tuple KV cache. transformers 4.52 dropped ``GenerationMixin`` from ``PreTrainedModel``
+    (``batch_chat`` -> ``language_model.generate`` raises AttributeError), and giving the
+    class ``GenerationMixin`` back does not suffice: measured on the authors' InternLM2 code
+    (tiny config), 4.49.0 and 4.51.3 generate (greedy with the cache = without it; 5
+    beams), 4.57.3 and 5.25.0 fail at the second token, their generation loop no longer
+    carrying that cache. The caption stage of these captioners therefore runs in
+    ``envs/internvl.yaml`` (transformers < 4.52): ``--software-deployment-method conda``.
+    Raised before the 16 GB of weights load, naming the way out.
+    """
+    if _release(version) >= INTERNVL_BREAKS_AT:
+        raise ConfigError(
+            f"captioner {captioner!r} runs InternVL2's own modelling code, which cannot "
+            f"generate on transformers {version} (it needs < "
+            f"{'.'.join(map(str, INTERNVL_BREAKS_AT))}): run the caption stage in "
+            f"envs/internvl.yaml (snakemake --software-deployment-method conda), or in an "
+            f"environment with pip install 'transformers>=4.45,<4.52'")
+
+
 def load_captioner(params: CaptionerParams, runtime: Runtime) -> tuple[Any, Any]:
     """(model in eval mode on the runtime's device, its processor or tokenizer), loaded
     offline from the weights cache in the captioner's dtype."""
-    dtype = resolve_dtype(params.dtype, runtime.device)
-    # transformers 5 names the argument `dtype` (`torch_dtype` is deprecated).
-    model, processor = load_transformers(params.weights, runtime.weights_root, dtype=dtype)
+    import transformers
+
+    if params.family == "internvl_chat":
+        check_internvl_transformers(transformers.__version__, params.weights)
+    dtype = {dtype_argument(transformers.__version__): resolve_dtype(params.dtype,
+                                                                     runtime.device)}
+    model, processor = load_transformers(params.weights, runtime.weights_root, **dtype)
     if processor is None:
         raise ValueError(f"weights {params.weights!r} have no processor or tokenizer; a "
                          f"captioner needs one")
@@ -109,8 +154,9 @@ def _image_text_to_text(model: Any, processor: Any, images: list[Image.Image], p
 @torch.inference_mode()
 def _internvl_chat(model: Any, tokenizer: Any, images: list[Image.Image], prompt: str,
                    params: CaptionerParams, device: torch.device) -> list[str]:
-    """InternVL2's own ``batch_chat``, as its model card runs it. Not exercised by the tests:
-    no tiny model with InternVL's remote code exists offline."""
+    """InternVL2's own ``batch_chat``, as its model card runs it. Tested against a stand-in
+    of its call path (tests/internvl_standin.py): InternVL's remote code is not available
+    offline."""
     size = getattr(model.config, "force_image_size", None)
     if size is not None and size != params.tile_size:
         raise ValueError(f"tile_size is {params.tile_size} but the model was trained on "
@@ -151,4 +197,5 @@ def generate_captions(family: str, model: Any, processor: Any, images: list[Imag
     return captions
 
 
-__all__ = ["generate_captions", "load_captioner", "resolve_dtype"]
+__all__ = ["INTERNVL_BREAKS_AT", "check_internvl_transformers", "dtype_argument",
+           "generate_captions", "load_captioner", "resolve_dtype"]

@@ -319,6 +319,13 @@ class Plan:
     def captioner_params(self, captioner: str) -> dict[str, Any]:
         return self.captioners[captioner].model_dump(mode="json")
 
+    def captioner_env(self, captioner: str) -> str:
+        """The conda environment file (in ``envs/``) of the captioner's caption jobs:
+        InternVL2's remote code generates only on transformers < 4.52 (``internvl.yaml``;
+        :func:`diffad.captions.families.check_internvl_transformers`)."""
+        return ("internvl.yaml" if self.captioners[captioner].family == "internvl_chat"
+                else "torch.yaml")
+
     def captioner_inputs(self, captioner: str, dataset: str, category: str) -> dict[str, list]:
         """The category's manifest and the captioner's weights."""
         return {"manifests": self.manifests(dataset, [category]),
