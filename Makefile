@@ -58,6 +58,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_dag.py
 	$(BIN)/python benchmarks/bench_latent_inversion.py
 	$(BIN)/python benchmarks/bench_vlmdiff.py --skip-cpu-steps
+	$(BIN)/python benchmarks/bench_datapath.py
 
 # Once per cluster user: `snakemake --profile slurm` then works as typed.
 slurm-profile: $(VENV)/.slurm

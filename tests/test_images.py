@@ -244,3 +244,59 @@ def test_mask_bilevel_and_float(tmp_path):
     floats = np.array([[0.0, 0.5], [0.0, 0.0]], np.float32)
     path = _save(Image.fromarray(floats), tmp_path / "mf.tif")
     assert load_mask(path).tolist() == [[False, True], [False, False]]
+
+
+# --- decoded once: the training cache (diffad.data.image_cache) ----------------------------
+
+def test_training_images_are_decoded_once_and_read_back_as_decoded(tmp_path):
+    import os
+
+    import torch
+
+    from diffad.data.image_cache import CachedImages, IndexedImages, cached_images
+    from diffad.data.loader import ImageFiles
+
+    paths = [str(write_png(tmp_path / "img" / f"{i}.png", (40 + 7 * i, 30))) for i in range(5)]
+    cache = tmp_path / "cache"
+    cached = CachedImages(paths, 32, cache)
+    decoded = ImageFiles(paths, 32)
+    for i in range(5):  # 8-bit files resized as load_image resizes them: the same values
+        torch.testing.assert_close(cached[i], decoded[i], atol=0.5 / 255, rtol=0)
+    (array,) = (cache / "images").iterdir()
+    # A second run reads the file it wrote, decoding nothing.
+    stamp = array.stat().st_mtime_ns
+    again = cached_images(paths, 32, cache)
+    assert again.shape == (5, 3, 32, 32) and array.stat().st_mtime_ns == stamp
+    # Another side, or an image rewritten in place, is another array.
+    cached_images(paths, 16, cache)
+    write_png(tmp_path / "img" / "0.png", (44, 30))
+    os.utime(paths[0], ns=(1, 1))
+    cached_images(paths, 32, cache)
+    assert len(list((cache / "images").iterdir())) == 3
+    image, row = IndexedImages(paths, 32, cache)[3]
+    assert row == 3 and image.shape == (3, 32, 32)
+    # Without a cache folder the images are decoded as before.
+    torch.testing.assert_close(CachedImages(paths, 32, None)[1], decoded[1])
+
+
+def test_posteriors_encoded_once_draw_what_encoding_each_step_draws():
+    import torch
+
+    from diffad.models.posterior import Posteriors
+    from diffad.weights.tiny import tiny_sd_vae
+
+    vae = tiny_sd_vae().eval()
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def encode(x):
+        posterior = vae.encode(x * 2 - 1).latent_dist
+        return posterior.mean, posterior.std
+
+    cached = Posteriors(encode, [(images[i], i) for i in range(6)], batch_size=4)
+    rows = [4, 1, 1]
+    once = cached.sample(rows, torch.Generator().manual_seed(3), torch.device("cpu"))
+    with torch.no_grad():
+        mean, std = encode(images[rows])
+    each = mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(once, each, rtol=1e-4, atol=1e-5)
+    assert Posteriors.fits(1000, (4, 32, 32)) and not Posteriors.fits(10**6, (4, 64, 64))

@@ -36,7 +36,7 @@ import torch
 
 from diffad.autoencoder.loss import PARTS, AutoencoderLoss, LossWeights
 from diffad.autoencoder.params import AutoencoderParams, Normalization, denormalize, normalize
-from diffad.data.loader import ImageFiles
+from diffad.data.image_cache import CachedImages
 from diffad.io import write_json, write_parquet
 from diffad.models.discriminator import PatchDiscriminator
 from diffad.models.perceptual import LPIPS
@@ -127,8 +127,7 @@ def train_autoencoder(vae: Any, params: AutoencoderParams, paths: list[str], run
     settings = params.trainer_settings(runtime.seed)
     parts = _LossParts(session, settings)
     trainer = Trainer({"vae": vae, "discriminator": discriminator}, optimizer, settings, device,
-                      parts.session, fingerprint=repr(without_run(params)),
-                      num_workers=runtime.num_workers)
+                      parts.session, fingerprint=repr(without_run(params)))
     last_layer = criterion.last_layer
 
     def loss_fn(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -136,7 +135,9 @@ def train_autoencoder(vae: Any, params: AutoencoderParams, paths: list[str], run
         parts.add(values)
         return loss
 
-    curve = trainer.fit(ImageFiles(paths, params.resolution), loss_fn)
+    data = CachedImages(paths, params.resolution, runtime.cache_dir,
+                        num_workers=runtime.num_workers)
+    curve = trainer.fit(data, loss_fn)
     vae.eval()
     return parts.join(curve), discriminator
 

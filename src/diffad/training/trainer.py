@@ -96,13 +96,12 @@ class Trainer:
                  settings: TrainerSettings, device: torch.device,
                  session: TrainingSession | None = None,
                  schedule: Callable[[torch.optim.Optimizer, int], Any] | None = None,
-                 fingerprint: str = "", num_workers: int = 0):
+                 fingerprint: str = ""):
         self.networks, self.optimizer, self.settings = networks, optimizer, settings
         self.device = device
         self.session = session or TrainingSession()
         self.schedule_fn = schedule
         self.fingerprint = fingerprint
-        self.num_workers = num_workers
         dtype = mixed_precision_dtype(device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
         self.ema = None

@@ -8,11 +8,12 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from diffad.data.loader import ImageFiles
+from diffad.data.image_cache import IndexedImages
 from diffad.device import mixed_precision_dtype
 from diffad.methods.base import AnomalyModel, Artefacts, Prediction
 from diffad.methods.sd_img2img import SdImg2ImgParams
 from diffad.models.noise import image_generators
+from diffad.models.posterior import Posteriors
 from diffad.models.reconstruction import ReconstructionDetectors
 from diffad.models.resize import resize
 from diffad.runtime import Runtime
@@ -114,11 +115,19 @@ class SdImg2ImgModel(AnomalyModel):
             device, session, fingerprint=repr((p.values("train"), self.category)))
         scale = vae.config.scaling_factor
 
-        def loss(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-            with torch.no_grad():
-                posterior = vae.encode(images.to(device) * 2 - 1).latent_dist
-                noise = torch.randn(posterior.mean.shape, generator=generator).to(device)
-                latents = (posterior.mean + posterior.std * noise) * scale
+        images = IndexedImages(train["image_path"].tolist(), p.lora_resolution,
+                               self.runtime.cache_dir, self.runtime.num_workers)
+
+        def encode(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            posterior = vae.encode(x.to(device) * 2 - 1).latent_dist
+            return posterior.mean, posterior.std
+
+        # The frozen VAE's posterior of each image, encoded once (the same draws after).
+        posteriors = Posteriors(encode, images, p.batch_size)
+
+        def loss(batch, generator: torch.Generator) -> torch.Tensor:
+            _, rows = batch
+            latents = posteriors.sample([int(i) for i in rows], generator, device) * scale
             t = torch.randint(0, noise_schedule.config.num_train_timesteps, (len(latents),),
                               generator=generator).to(device)
             eps = torch.randn(latents.shape, generator=generator).to(device)
@@ -126,7 +135,7 @@ class SdImg2ImgModel(AnomalyModel):
             pred = unet(noisy, t, encoder_hidden_states=text.expand(len(latents), -1, -1)).sample
             return F.mse_loss(pred.float(), eps)
 
-        curve = trainer.fit(ImageFiles(train["image_path"].tolist(), p.lora_resolution), loss)
+        curve = trainer.fit(images, loss)
         from peft.utils import get_peft_model_state_dict
 
         self._lora_state = {k: v.detach().cpu().contiguous()

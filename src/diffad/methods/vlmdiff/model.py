@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from diffad.autoencoder import denormalize, load_autoencoder, normalize
 from diffad.captions.table import read_captions
-from diffad.data.loader import ImageFiles
+from diffad.data.image_cache import IndexedImages
 from diffad.device import autocast
 from diffad.errors import ConfigError, DatasetError
 from diffad.methods.base import AnomalyModel, Artefacts, Prediction
@@ -25,6 +25,7 @@ from diffad.methods.vlmdiff import (
 from diffad.methods.vlmdiff.control import DiadControl, controlled_unet, freeze_unet_encoder
 from diffad.models.feature_similarity import IntermediateFeatures, cosine_distance_map
 from diffad.models.noise import image_generators, image_noise
+from diffad.models.posterior import Posteriors
 from diffad.models.resize import resize
 from diffad.models.text_encoder import TextEncoder
 from diffad.runtime import Runtime
@@ -40,20 +41,6 @@ EMBEDDING_CACHE_BYTES = 2 * 1024**3
 def _digest(*values) -> str:
     """A short key of the training inputs: a checkpoint made with others is not resumed."""
     return hashlib.sha256(repr(values).encode()).hexdigest()
-
-
-class IndexedImages(torch.utils.data.Dataset):
-    """(image in [0, 1], its row index): the trainer batches both, the loss looks up the
-    row's caption by the index."""
-
-    def __init__(self, paths: list[str], side: int):
-        self.images = ImageFiles(paths, side)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index], index
 
 
 class VlmDiffModel(AnomalyModel):
@@ -153,7 +140,9 @@ class VlmDiffModel(AnomalyModel):
         self._check_widths()
         trainable = freeze_unet_encoder(self.unet) + list(self.control.parameters())
         texts = self.captions(train, "captions") if p.captioner else [""] * len(train)
-        data = IndexedImages(train["image_path"].tolist(), info.resolution)
+        # (image, row) pairs decoded once: the loss looks up the row's caption and posterior.
+        data = IndexedImages(train["image_path"].tolist(), info.resolution,
+                             self.runtime.cache_dir, self.runtime.num_workers)
         trainer = Trainer(
             {"unet": self.unet, "control": self.control},
             torch.optim.AdamW(trainable, lr=p.learning_rate, weight_decay=p.weight_decay),
@@ -162,11 +151,16 @@ class VlmDiffModel(AnomalyModel):
             fingerprint=_digest(p.values("train"), texts))
         device = self.runtime.device
         embed = self.caption_embeddings(texts)
+        posteriors = self.posteriors(vae, info, data)
 
         def loss(batch, generator: torch.Generator) -> torch.Tensor:
             images, index = batch
             x = normalize(images.to(device), info.normalization)
-            z = self.encode(vae, x, generator, sample=True)
+            if posteriors is None:
+                z = self.encode(vae, x, generator, sample=True)
+            else:  # the frozen encoder's posterior, encoded once: the same draw
+                z = p.latent_scale * posteriors.sample([int(i) for i in index], generator,
+                                                       device)
             t = torch.randint(0, p.train_timesteps, (len(z),), generator=generator)
             noise = torch.randn(z.shape, generator=generator).to(device)
             t = t.to(device)
@@ -177,14 +171,33 @@ class VlmDiffModel(AnomalyModel):
 
         return trainer.fit(data, loss)
 
+    def posteriors(self, vae, info, data: IndexedImages) -> Posteriors | None:
+        """Every training image's posterior under the frozen autoencoder, encoded once
+        (None where they exceed :data:`~diffad.models.posterior.POSTERIOR_CACHE_BYTES`:
+        encoded at every step then)."""
+        device = self.runtime.device
+
+        def encode(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.posterior(vae, normalize(images.to(device), info.normalization))
+
+        latent = encode(data[0][0][None])[0].shape[1:]
+        if not Posteriors.fits(len(data), latent):
+            return None
+        return Posteriors(encode, data, self.params.batch_size)
+
+    @torch.no_grad()
+    def posterior(self, vae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the autoencoder's posterior of ``x`` (normalised images)."""
+        with autocast(self.runtime.device):
+            posterior = vae.encode(x).latent_dist
+        return posterior.mean.float(), posterior.std.float()
+
     @torch.no_grad()
     def encode(self, vae, x: torch.Tensor,
                generator: torch.Generator | list[torch.Generator], sample: bool) -> torch.Tensor:
         """z = latent_scale * E(x): a posterior sample (``sample``) or its mean. Training
         draws from its one generator; inference from one generator per image."""
-        with autocast(self.runtime.device):
-            posterior = vae.encode(x).latent_dist
-        mean, std = posterior.mean.float(), posterior.std.float()
+        mean, std = self.posterior(vae, x)
         if sample:
             noise = (image_noise(mean.shape, generator, mean.device)
                      if isinstance(generator, list)
