@@ -201,3 +201,27 @@ def test_a_rehearsal_runs_end_to_end_and_writes_its_cost(tmp_path):
     assert (cost["peak_rss_mb"] > 0).all()
     assert "hours" in (root / "cost.md").read_text()
     assert "estimate" in (result.stdout + result.stderr).lower()
+
+
+def test_the_estimate_scales_each_category_by_its_own_evaluations(tmp_path, monkeypatch):
+    """ESM's T_d differs by class (Tables 6-8): a rehearsed latency at T_d = 1 scales to
+    each category's own NFE, not to the variant's default T_d."""
+    from diffad.io import write_parquet
+    from diffad.plan.cost import _images, cost_table
+
+    monkeypatch.chdir(tmp_path)
+    plan = plan_of(reproduction("esm"))
+    (category,) = plan.categories("mpdd")
+    metrics = plan.paths.format(plan.paths.metrics, method="esm", dataset="mpdd",
+                                category=category)
+    write_parquet(pd.DataFrame([{"latency_ms": 300.0, "params": 2.4e8,
+                                 "infer_peak_rss_mb": 4000.0}]), metrics)
+    table = cost_table(plan)
+    row = table[(table["stage"] == "infer") & (table["variant"] == "esm")].iloc[0]
+    full = plan.full
+    nfe = {c: int(ESM_PER_CATEGORY[c]["t_d"]) + 2 for c in full.full_categories["mpdd"]}
+    rehearsed = 1 + 2  # T_d = 1 and the two variance evaluations of the MLE maps
+    expected_ms = sum(300.0 * nfe[c] / rehearsed * _images(full, "mpdd", c, "test")
+                      for c in nfe)
+    assert row["hours"] == pytest.approx(expected_ms / 3.6e6)
+    assert row["note"] == f"NFE {min(nfe.values())}-{max(nfe.values())} by category vs 3 rehearsed"

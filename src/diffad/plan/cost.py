@@ -40,7 +40,7 @@ import pandas as pd
 
 from diffad.data import ALL_CATEGORIES
 from diffad.data.layouts import published_size
-from diffad.methods import params_of
+from diffad.methods import for_category, params_of
 from diffad.plan.rehearsal import representatives
 from diffad.training import TrainerParams
 
@@ -147,14 +147,23 @@ def cost_table(rehearsal: Plan) -> pd.DataFrame:
                 if not measured:
                     continue
                 ms = float(pd.Series([r["latency_ms"] for r in measured]).mean())
-                nfe, rep_nfe = full.kind(m).nfe(params), rehearsal.kind(rep).nfe(rep_params)
-                scale = nfe / rep_nfe if rep_nfe else 1.0
-                if scale != 1.0:
-                    note.append(f"NFE {nfe} vs {rep_nfe} rehearsed")
+                # Scaled by each category's own NFE (per_category settings, e.g. ESM's T_d
+                # per class) over the rehearsed one.
+                rep_nfe = rehearsal.kind(rep).nfe(rep_params)
                 splits = ("test", "train") if full.train_scores(m) else ("test",)
-                work = sum(_images(full, d, c, s) for _, _, c in group for s in splits)
-                row = {"unit": "ms / image", "unit_cost": ms * scale, "work": work,
-                       "hours": ms * scale * work / 3.6e6,
+                work, total_ms, nfes = 0, 0.0, set()
+                for _, _, c in group:
+                    nfe = full.kind(m).nfe(params_of(for_category(full.methods[m], c)))
+                    nfes.add(nfe)
+                    images = sum(_images(full, d, c, s) for s in splits)
+                    work += images
+                    total_ms += ms * (nfe / rep_nfe if rep_nfe else 1.0) * images
+                if nfes != {rep_nfe} and rep_nfe:
+                    span = (f"{min(nfes)}" if len(nfes) == 1
+                            else f"{min(nfes)}-{max(nfes)} by category")
+                    note.append(f"NFE {span} vs {rep_nfe} rehearsed")
+                row = {"unit": "ms / image", "unit_cost": total_ms / work if work else ms,
+                       "work": work, "hours": total_ms / 3.6e6,
                        "peak_rss_mb": float(measured[0].get("infer_peak_rss_mb", float("nan"))),
                        "cuda_peak_mb": float(measured[0].get("infer_cuda_peak_mb",
                                                              float("nan"))),
