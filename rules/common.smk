@@ -27,7 +27,7 @@ def get_captioner(w):
 
 
 def get_captioner_env(w):
-    return "../envs/" + PLAN.captioner_env(w.captioner)
+    return f"../envs/{PLAN.captioner_env(w.captioner)}"
 
 
 def get_captioner_inputs(w):
