@@ -300,3 +300,6 @@ def test_posteriors_encoded_once_draw_what_encoding_each_step_draws():
     each = mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(once, each, rtol=1e-4, atol=1e-5)
     assert Posteriors.fits(1000, (4, 32, 32)) and not Posteriors.fits(10**6, (4, 64, 64))
+    # The size check reads the latent shape from the first image and keeps what fits.
+    kept = Posteriors.within_limit(encode, [(images[i], i) for i in range(6)], batch_size=4)
+    torch.testing.assert_close(kept.mean, cached.mean)

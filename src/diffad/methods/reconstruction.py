@@ -76,21 +76,20 @@ def detector_weights(params: HybridScoreParams) -> tuple[str, ...]:
 def hybrid_score(params: HybridScoreParams, outputs: Outputs) -> Scored:
     """S = alpha mse + (1 - alpha) clip (+ weight_lpips lpips) per test image, and the
     chosen map."""
-    raw_mse, raw_clip = outputs.scores("mse"), outputs.scores("clip")
-    mse, clip = raw_mse, raw_clip
-    if params.standardize == "train":
-        mse = standardize(mse, outputs.train_scores("mse"))
-        clip = standardize(clip, outputs.train_scores("clip"))
-    scores = params.alpha * mse + (1 - params.alpha) * clip
-    if params.weight_lpips:
-        lpips = outputs.scores("lpips")
+    def term(name: str) -> np.ndarray:
+        values = outputs.scores(name)
         if params.standardize == "train":
-            lpips = standardize(lpips, outputs.train_scores("lpips"))
-        scores = scores + params.weight_lpips * lpips
+            return standardize(values, outputs.train_scores(name))
+        return values
+
+    scores = params.alpha * term("mse") + (1 - params.alpha) * term("clip")
+    if params.weight_lpips:
+        scores = scores + params.weight_lpips * term("lpips")
     # The report's three measures of reconstruction (Sec. 3.9), means over the test images:
     # SSIM (stored as 1 - SSIM), MSE and the CLIP distance, raw whatever `standardize` says.
     statistics = {"ssim": float(np.mean(1 - outputs.scores("ssim"))),
-                  "mse": float(np.mean(raw_mse)), "clip": float(np.mean(raw_clip))}
+                  "mse": float(np.mean(outputs.scores("mse"))),
+                  "clip": float(np.mean(outputs.scores("clip")))}
     return Scored(scores, gaussian_smooth(outputs.map(params.anomaly_map), params.sigma),
                   statistics=statistics)
 

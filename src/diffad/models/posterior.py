@@ -45,6 +45,17 @@ class Posteriors:
         """Whether the posteriors of ``n`` images of ``latent_shape`` fit the cache limit."""
         return 2 * 4 * n * int(torch.tensor(latent_shape).prod()) <= POSTERIOR_CACHE_BYTES
 
+    @classmethod
+    def within_limit(cls, encode: Encoder, images: Dataset,
+                     batch_size: int = 8) -> Posteriors | None:
+        """The posteriors of ``images`` where they fit :data:`POSTERIOR_CACHE_BYTES` (the
+        latent shape read from the first image), else None: encode at every step then."""
+        first = images[0]
+        x = first[0] if isinstance(first, (list, tuple)) else first
+        with torch.no_grad():
+            latent = encode(x[None])[0].shape[1:]
+        return cls(encode, images, batch_size) if cls.fits(len(images), latent) else None
+
     def sample(self, rows: Sequence[int], generator: torch.Generator,
                device: torch.device) -> torch.Tensor:
         """One draw of z per row: mean + std x noise, the noise from ``generator`` (as

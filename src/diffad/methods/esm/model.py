@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from diffad.data.loader import image_batches
 from diffad.device import autocast
 from diffad.methods.base import AnomalyModel, Artefacts, Prediction
-from diffad.methods.esm import EsmParams
+from diffad.methods.esm import SINGLE_STREAM, EsmParams
 from diffad.models.feature_similarity import IntermediateFeatures, cosine_distance_map
 from diffad.models.noise import image_generators, image_noise
 from diffad.models.resize import resize, upsample_maps
@@ -151,7 +151,7 @@ class EsmModel(AnomalyModel):
             a_t = alphas[t]
             a_prev = alphas[t - 1] if t > 0 else torch.ones_like(a_t)
             sampler = self.params.sampler
-            if sampler in ("sgm", "sgm_ddim"):
+            if sampler in SINGLE_STREAM:
                 # DSM needs no variance: the mean stream alone.
                 with autocast(self.runtime.device):
                     eps = self.mean_stream(x, self._timestep(x, t)).sample.float()

@@ -151,7 +151,10 @@ class VlmDiffModel(AnomalyModel):
             fingerprint=_digest(p.values("train"), texts))
         device = self.runtime.device
         embed = self.caption_embeddings(texts)
-        posteriors = self.posteriors(vae, info, data)
+        # Every image's posterior under the frozen autoencoder, encoded once where they fit.
+        posteriors = Posteriors.within_limit(
+            lambda images: self.posterior(vae, normalize(images.to(device), info.normalization)),
+            data, p.batch_size)
 
         def loss(batch, generator: torch.Generator) -> torch.Tensor:
             images, index = batch
@@ -170,20 +173,6 @@ class VlmDiffModel(AnomalyModel):
             return F.mse_loss(eps.float(), noise)  # Eq. 2
 
         return trainer.fit(data, loss)
-
-    def posteriors(self, vae, info, data: IndexedImages) -> Posteriors | None:
-        """Every training image's posterior under the frozen autoencoder, encoded once
-        (None where they exceed :data:`~diffad.models.posterior.POSTERIOR_CACHE_BYTES`:
-        encoded at every step then)."""
-        device = self.runtime.device
-
-        def encode(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return self.posterior(vae, normalize(images.to(device), info.normalization))
-
-        latent = encode(data[0][0][None])[0].shape[1:]
-        if not Posteriors.fits(len(data), latent):
-            return None
-        return Posteriors(encode, data, self.params.batch_size)
 
     @torch.no_grad()
     def posterior(self, vae, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,4 +281,4 @@ class VlmDiffModel(AnomalyModel):
         self.control.to(device)
 
 
-__all__ = ["IndexedImages", "VlmDiffModel"]
+__all__ = ["VlmDiffModel"]
