@@ -395,9 +395,17 @@ class Plan:
         """The variants whose infer job also draws reconstructions at increasing strength
         (paper 000's Figure 4.1): named under ``methods:``, owners of their inference (a
         variant differing in score settings only would draw the same figure), of a kind
-        that reconstructs from a ``strength``."""
-        return [m for m in self.variants.shown if self.variants.inferred_by[m] == m
-                and self.kind(m).reconstructs_by_strength(params_of(self.methods[m]))]
+        that reconstructs from a ``strength``. A rehearsal draws it once per kind: the
+        figure's code is the kind's, whatever the variant (on SD v1.5 at 512 px each
+        figure is minutes of CPU)."""
+        chosen = [m for m in self.variants.shown if self.variants.inferred_by[m] == m
+                  and self.kind(m).reconstructs_by_strength(params_of(self.methods[m]))]
+        if self.rehearsal is not None:
+            first = {}
+            for m in chosen:
+                first.setdefault(self.kind(m).kind, m)
+            chosen = [m for m in chosen if first[self.kind(m).kind] == m]
+        return chosen
 
     def infer_constraints(self, strengths: bool) -> str:
         """The ``method`` wildcard of the infer rule without (``strengths`` False) or with
