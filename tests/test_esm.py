@@ -13,7 +13,14 @@ import torch
 from diffad.errors import ConfigError
 from diffad.methods import build_model, params_of, resolve_method
 from diffad.methods.esm import Esm
-from diffad.methods.esm.model import ddim_step, eq5_step, mle_loss
+from diffad.methods.esm.model import (
+    ddim_step,
+    eq5_step,
+    eq11_step,
+    eq13_step,
+    guidance_dt,
+    mle_loss,
+)
 from diffad.runtime import Runtime
 from diffad.scoring.outputs import Outputs, score_table, write_maps
 
@@ -52,21 +59,88 @@ def test_predicted_variance_never_falls_below_the_floor(weights_root):
     assert variance.min() >= 0.05
 
 
-@pytest.mark.parametrize(("sampler", "evaluations"),
-                         [("sgm", 1), ("sgm_ddim", 1), ("esm", 1), ("esm_sigma", 2)])
-def test_network_evaluations_per_sampler(weights_root, sampler, evaluations):
+@pytest.mark.parametrize(("sampler", "guidance", "evaluations"),
+                         [("sgm", None, 1), ("sgm_ddim", None, 1), ("esm", None, 1),
+                          ("esm_sigma", "forward", 2), ("esm_sigma", "proposal", 2)])
+def test_network_evaluations_per_sampler(weights_root, sampler, guidance, evaluations):
     dsm = sampler.startswith("sgm")
-    model = make(weights_root, sampler=sampler, objective="dsm" if dsm else "mle")
+    model = make(weights_root, sampler=sampler, objective="dsm" if dsm else "mle",
+                 **({"variance_guidance": guidance} if guidance else {}))
     calls = []
     model.mean_stream.register_forward_hook(lambda *a: calls.append("mean"))
     if model.variance_stream is not None:
         model.variance_stream.register_forward_hook(lambda *a: calls.append("variance"))
     model.reconstruct(torch.zeros(1, 3, 32, 32), [torch.Generator().manual_seed(0)])
-    # One dual-stream evaluation per step; esm_sigma re-estimates the variance once more.
+    # One dual-stream evaluation per denoising step; esm_sigma evaluates the variance once
+    # more per step: while diffusing (forward, Eq. 11, before any denoising) or at each
+    # proposed x_{t-1} (proposal).
     assert calls.count("mean") == 5
     assert calls.count("variance") == (0 if dsm else 5 * evaluations)
+    if guidance == "forward":
+        assert calls[:6] == ["variance"] * 5 + ["mean"]
     params = model.params
     assert Esm.nfe(params) == 5 * evaluations + (0 if dsm else 2)
+
+
+def test_eqs_11_and_13_at_dsms_variance_are_the_ddpm_forward_and_the_sgm_step():
+    """The one time change dt_t = beta_t / (1 - abar_t) of both variance-guided equations:
+    with sigma^2 = 1 - abar_t, Eq. 11 is DDPM's forward step (first order) and Eq. 13 is
+    Eq. 5 with Eq. 4's denominator; any other variance changes both."""
+    generator = torch.Generator().manual_seed(0)
+    x, eps, xi = (torch.randn(2, 3, 4, 4, generator=generator) for _ in range(3))
+    beta, a = torch.tensor(0.02), torch.tensor(0.3)
+    dt = guidance_dt(beta, a)
+    torch.testing.assert_close(dt, beta / (1 - a))
+    dsm = torch.full_like(x, float(1 - a))
+    torch.testing.assert_close(eq11_step(x, dsm, xi, dt), (1 - beta / 2) * x + beta.sqrt() * xi)
+    torch.testing.assert_close(eq13_step(x, eps, dsm, dt, a), eq5_step(x, eps, 1 - a, beta, a))
+    # Eq. 11 literally: drift -sigma^2 x / 2 dt, diffusion sigma sqrt(dt).
+    variance = torch.rand(2, 3, 4, 4, generator=generator) + 0.01
+    torch.testing.assert_close(eq11_step(x, variance, xi, dt),
+                               x - variance / 2 * x * dt + variance.sqrt() * dt.sqrt() * xi)
+    # Eq. 13: (-x / 2 sigma^2 + x - mu) dt backwards, x - mu = sqrt(1 - abar) eps.
+    torch.testing.assert_close(eq13_step(x, eps, variance, dt, a),
+                               x - (-x / 2 * variance + (1 - a).sqrt() * eps) * dt)
+
+
+def gaussian_toy(weights_root, guidance: str, scale_right: float) -> tuple[torch.Tensor, ...]:
+    """Data N(m, s^2) per pixel, denoised by esm_sigma with the exact posterior epsilon and
+    the MLE variance of Eq. 10 (floored), that variance multiplied by ``scale_right`` on the
+    right half of the image: (x_0, reconstruction)."""
+    model = make(weights_root, sampler="esm_sigma", variance_guidance=guidance, t_d=50)
+    alphas, m, s2 = model.scheduler.alphas_cumprod, 0.2, 0.04
+
+    def eps(x, t):  # E[eps | x_t] for Gaussian data
+        a = alphas[t].view(-1, 1, 1, 1)
+        return (1 - a).sqrt() * (x - a.sqrt() * m) / (a * s2 + 1 - a)
+
+    def variance(x, t):  # (1 - abar) Var[eps | x_t], Eq. 10's optimum, plus the floor
+        a = alphas[t].view(-1, 1, 1, 1)
+        v = ((1 - a) * a * s2 / (a * s2 + 1 - a) + 0.01) * torch.ones_like(x)
+        v[..., 4:] *= scale_right
+        return v
+
+    model.variance = variance
+    model.streams = lambda x, t: (eps(x, t), variance(x, t))
+    x0 = m + s2 ** 0.5 * torch.randn(32, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    return x0, model.reconstruct(x0, [torch.Generator().manual_seed(i) for i in range(32)])
+
+
+def test_the_forward_reading_noises_each_pixel_by_its_predicted_variance(weights_root):
+    """Item 1 of the second reading: under `proposal` the variance barely reaches the result
+    (it scales only the x / 2 term of Eq. 13); under `forward` (Eqs. 11 and 13) a pixel
+    whose predicted variance is 10 times larger is diffused, and so reconstructed, much
+    further from its input. Measured: mean change 0.086 (proposal) vs 0.39 (forward)."""
+    change = {}
+    for guidance in ("proposal", "forward"):
+        x0, base = gaussian_toy(weights_root, guidance, 1.0)
+        _, scaled = gaussian_toy(weights_root, guidance, 10.0)
+        torch.testing.assert_close(scaled[..., :4], base[..., :4])  # per pixel: left as it was
+        change[guidance] = (scaled - base)[..., 4:].abs().mean().item()
+        if guidance == "forward":
+            error = [(r - x0)[..., 4:].abs().mean().item() for r in (base, scaled)]
+            assert error[1] > 2 * error[0]
+    assert change["forward"] > 3 * change["proposal"]
 
 
 def test_sgm_is_eq5_with_the_dsm_denominator_and_ddim_halves_its_score():
@@ -133,10 +207,11 @@ def test_every_detector_map_has_the_image_shape(weights_root):
     assert set(sgm.predict(torch.rand(1, 3, 48, 48), image_rows(1)).maps) == {"cos", "re"}
 
 
-def test_scores_do_not_depend_on_the_batch_size(weights_root):
+@pytest.mark.parametrize("sampler", ["esm", "esm_sigma"])
+def test_scores_do_not_depend_on_the_batch_size(weights_root, sampler):
     """Each image's noise comes from (seed, image): a batch of 5 scores each image as it is
-    scored alone, whatever its position."""
-    model = make(weights_root, t_d=3)
+    scored alone, whatever its position (esm_sigma draws once per diffusion step)."""
+    model = make(weights_root, t_d=3, sampler=sampler)
     images = torch.rand(5, 3, 48, 48, generator=torch.Generator().manual_seed(1))
     rows = image_rows(5)
     together = model.predict(images, rows).maps["re"]

@@ -52,6 +52,28 @@ def eq5_step(x: torch.Tensor, eps: torch.Tensor, variance: torch.Tensor | float,
     return x + beta * (x / 2 - (1 - alpha_bar).sqrt() * eps / variance)
 
 
+def guidance_dt(beta: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The time increment of the variance-guided process at step t, beta_t / (1 - abar_t):
+    with it sigma_t^2 = 1 - abar_t (DSM's variance) turns Eqs. 11 and 13 into the DDPM
+    forward step and the ``sgm`` step (the paper leaves the discretisation open)."""
+    return beta / (1 - alpha_bar)
+
+
+def eq11_step(x: torch.Tensor, variance: torch.Tensor, noise: torch.Tensor,
+              dt: torch.Tensor) -> torch.Tensor:
+    """One Euler-Maruyama step of Eq. 11, dx = -sigma_t^2 / 2 x dt + sigma_t dw, forward:
+    x - sigma^2 dt x / 2 + sqrt(sigma^2 dt) xi."""
+    return x - variance * dt * x / 2 + (variance * dt).sqrt() * noise
+
+
+def eq13_step(x: torch.Tensor, eps: torch.Tensor, variance: torch.Tensor,
+              dt: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """One step of Eq. 13, dx = (-x / 2 sigma_t^2 + x - mu_t) dt, backwards over dt with
+    x - mu_t read as sqrt(1 - abar_t) eps_t: x + dt (sigma^2 x / 2 - sqrt(1 - abar_t) eps_t).
+    The variance sits in the numerator (Sec. 3.4): a small one slows only the x / 2 term."""
+    return x + dt * (variance * x / 2 - (1 - alpha_bar).sqrt() * eps)
+
+
 def ddim_step(x: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor,
               alpha_bar_prev: torch.Tensor) -> torch.Tensor:
     """DDIM with eta = 0 (the probability-flow ODE, which weights the score by 1/2)."""
@@ -145,12 +167,16 @@ class EsmModel(AnomalyModel):
         alphas = self.scheduler.alphas_cumprod.to(x0.device)
         betas = self.scheduler.betas.to(x0.device)
         start = self.params.t_d - 1
-        noise = image_noise(x0.shape, generators, x0.device)
-        x = alphas[start].sqrt() * x0 + (1 - alphas[start]).sqrt() * noise
+        sampler = self.params.sampler
+        forward = sampler == "esm_sigma" and self.params.variance_guidance == "forward"
+        if forward:
+            x = self.variance_guided_diffusion(x0, generators)
+        else:
+            noise = image_noise(x0.shape, generators, x0.device)
+            x = alphas[start].sqrt() * x0 + (1 - alphas[start]).sqrt() * noise
         for t in range(start, -1, -1):
             a_t = alphas[t]
             a_prev = alphas[t - 1] if t > 0 else torch.ones_like(a_t)
-            sampler = self.params.sampler
             if sampler in SINGLE_STREAM:
                 # DSM needs no variance: the mean stream alone.
                 with autocast(self.runtime.device):
@@ -163,25 +189,35 @@ class EsmModel(AnomalyModel):
                 x = ddim_step(x, eps, a_t, a_prev)
             elif sampler == "esm":
                 x = eq5_step(x, eps, variance, betas[t], a_t)  # Eq. 5 with Eq. 3's sigma_t^2
+            elif forward:
+                x = eq13_step(x, eps, variance, guidance_dt(betas[t], a_t), a_t)
             else:
                 x = self.variance_guided_step(x, t, eps, variance, betas[t], a_t)
+        return x
+
+    def variance_guided_diffusion(self, x0: torch.Tensor,
+                                  generators: list[torch.Generator]) -> torch.Tensor:
+        """Eq. 11 from x_0 to T_d (index T_d - 1): at each step the variance stream's
+        sigma_t^2 of the current image sets the step's drift and noise (Sec. 3.4: the
+        network's variance rather than Eq. 12's solution); one image-seeded draw per step."""
+        alphas = self.scheduler.alphas_cumprod.to(x0.device)
+        betas = self.scheduler.betas.to(x0.device)
+        x = x0
+        for t in range(self.params.t_d):
+            variance = self.variance(x, self._timestep(x, t))
+            noise = image_noise(x.shape, generators, x.device)
+            x = eq11_step(x, variance, noise, guidance_dt(betas[t], alphas[t]))
         return x
 
     def variance_guided_step(self, x: torch.Tensor, t: int, eps: torch.Tensor,
                              variance: torch.Tensor, beta: torch.Tensor,
                              alpha_bar: torch.Tensor) -> torch.Tensor:
-        """Eq. 13 over one step, sigma^2 re-estimated at the proposed x_{t-1}.
-
-        With beta(t) dt = beta_t sigma^2 / (1 - abar_t) the step of Eq. 13,
-        -sigma^2 (x / 2 + score) dt with score = -sqrt(1 - abar_t) eps / sigma^2, is
-        x + beta_t / (1 - abar_t) (sigma^2 x / 2 - sqrt(1 - abar_t) eps): the variance
-        sits in the numerator, so a small predicted variance slows the step down.
-        """
-        scale = beta / (1 - alpha_bar)
-        deviation = (1 - alpha_bar).sqrt() * eps
-        proposal = x + scale * (variance * x / 2 - deviation)
+        """``variance_guidance: proposal``: Eq. 13 over one step, sigma^2 re-estimated at
+        the proposed x_{t-1} and the step retaken with the mean of the two variances."""
+        dt = guidance_dt(beta, alpha_bar)
+        proposal = eq13_step(x, eps, variance, dt, alpha_bar)
         again = self.variance(proposal, self._timestep(x, t - 1))
-        return x + scale * ((variance + again) / 2 * x / 2 - deviation)
+        return eq13_step(x, eps, (variance + again) / 2, dt, alpha_bar)
 
     def features(self) -> IntermediateFeatures:
         if self._features is None:
@@ -244,4 +280,5 @@ class EsmModel(AnomalyModel):
                 Path(folder) / "variance_stream").to(self.runtime.device)
 
 
-__all__ = ["EsmModel", "build_stream", "ddim_step", "eq5_step", "mle_loss"]
+__all__ = ["EsmModel", "build_stream", "ddim_step", "eq5_step", "eq11_step", "eq13_step",
+           "guidance_dt", "mle_loss"]
