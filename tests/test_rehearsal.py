@@ -93,6 +93,11 @@ def test_inference_runs_the_fewest_evaluations_of_its_code_path():
     sd = plan_of(reproduction("sd_img2img"))
     assert params_of(sd.methods["sd_img2img_notebook"]).steps == 10
     assert params_of(sd.methods["pixel_ddpm"]).sample_steps == 1
+    # The strength figure, minutes of SD at 512 px each, once per kind that draws it.
+    full = plan_of(reproduction("sd_img2img", rehearsal=False))
+    assert len(full.strength_variants) > 2
+    assert sorted(sd.kind(m).kind for m in sd.strength_variants) == ["latent_unet",
+                                                                     "sd_img2img"]
     configured = plan_of(reproduction("esm", rehearsal={"fewest_evaluations": False}))
     assert configured.methods["esm_sigma"]["per_category"] == ESM_PER_CATEGORY
 
