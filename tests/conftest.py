@@ -109,3 +109,12 @@ def weight_sources():
     yield
     sources._REGISTRY.clear()
     sources._REGISTRY.update(saved)
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """The weights source registry, restored after the test: test sources do not leak."""
+    import diffad.weights.sources as sources
+
+    monkeypatch.setattr(sources, "_REGISTRY", dict(sources._REGISTRY))
+    return sources._REGISTRY

@@ -21,13 +21,14 @@ from diffad.methods import params_of
 from diffad.plan import Plan
 from diffad.plan.cost import COLUMNS
 from diffad.plan.rehearsal import Rehearsal, code_path, representatives
-from diffad.weights.rehearsal import FACTORIES, rehearsal_source
+from diffad.weights import WeightSource, register_source, weight_source
+from diffad.weights.rehearsal import FACTORIES, SUBSTITUTES, rehearsal_source
 
 REPO = Path(__file__).resolve().parents[1]
 ESM_PER_CATEGORY = yaml.safe_load((REPO / "config/experiments/esm.yaml").read_text())[
     "methods"]["esm"]["per_category"]
-# VLMDiff's rehearsal is not possible yet: its captioners have no real architecture
-# recorded (test_a_source_without_an_architecture_fails_the_rehearsal_naming_it).
+# VLMDiff's rehearsal plan: test_vlmdiffs_rehearsal_plan_builds (its captioners' configs
+# come from the hub, so it does not run here).
 REPRODUCTIONS = ["patchcore", "latent_inversion", "esm", "sd_img2img"]
 
 
@@ -166,17 +167,35 @@ def test_a_kind_without_a_published_layout_cannot_be_rehearsed(tmp_path, make_mv
 # ------------------------------------------------------------------ weights
 
 
-def test_a_source_without_an_architecture_fails_the_rehearsal_naming_it():
-    with pytest.raises(ConfigError, match="weights 'blip2_flan_t5_xxl'.*no real architecture"):
-        plan_of(reproduction("vlmdiff"))
+def test_a_source_without_an_architecture_fails_the_rehearsal_naming_it(registry):
+    register_source(WeightSource(name="local_vae", library="diffusers", repo_id="/models/vae",
+                                 cls="AutoencoderKL"))
+    with pytest.raises(ConfigError, match="weights 'local_vae'.*no real architecture"):
+        rehearsal_source("local_vae")
 
 
 def test_pretrained_sources_become_their_real_architectures():
     timm = rehearsal_source("wide_resnet50_2")
     assert timm.random and timm.repo_id is None and timm.model.startswith("wide_resnet50_2")
     assert rehearsal_source("sd15").factory == FACTORIES["sd15"]
-    with pytest.raises(ConfigError, match="no real architecture is recorded"):
-        rehearsal_source("internvl2_8b")
+    # Captioners: the repo's own config and code, random weights; one that does not fit
+    # 24 GB in float32 is rehearsed on its family's largest member with the same code.
+    deepseek = rehearsal_source("deepseek_vl_1_3b")
+    assert deepseek.random and deepseek.repo_id == weight_source("deepseek_vl_1_3b").repo_id
+    internvl = rehearsal_source("internvl2_8b")
+    assert (internvl.repo_id, internvl.random, internvl.trust_remote_code) == (
+        SUBSTITUTES["internvl2_8b"][0], True, True)
+    assert "in place of OpenGVLab/InternVL2-8B" in internvl.description
+    assert rehearsal_source("blip2_flan_t5_xxl").repo_id == "Salesforce/blip2-flan-t5-xl"
+
+
+def test_vlmdiffs_rehearsal_plan_builds():
+    """Every captioner has an architecture now: the DAG builds; each of its code paths once."""
+    plan = plan_of(reproduction("vlmdiff"))
+    full = plan_of(reproduction("vlmdiff", rehearsal=False))
+    assert set(plan.variants.resolved) == set(representatives(full.variants).values())
+    assert {name for (name,) in plan.jobs()["fetch_weights"]} >= {"internvl2_8b",
+                                                                  "blip2_flan_t5_xxl"}
 
 
 # ------------------------------------------------------------------ end to end

@@ -17,7 +17,6 @@ import pytest
 import torch
 from PIL import Image
 
-import diffad.weights.sources as sources
 from diffad.errors import ConfigError, WeightsError
 from diffad.weights import (
     WeightSource,
@@ -40,13 +39,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def registry(monkeypatch):
-    """The source registry, restored after the test: test sources do not leak."""
-    monkeypatch.setattr(sources, "_REGISTRY", dict(sources._REGISTRY))
-    return sources._REGISTRY
 
 
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -267,6 +259,39 @@ def test_transformers_model_and_processor_round_trip(tmp_path, registry):
     assert ours.shape == (1, 1)
     # Same weights; the attention kernel picked at load may round differently.
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("cls", ["CLIPModel", "AutoModel"])
+def test_a_random_transformers_source_reads_the_repos_config_not_its_weights(tmp_path, registry,
+                                                                             cls):
+    """A rehearsal's captioner: the repo's config and processor files, the architecture
+    they describe with seeded random weights (here a repo that holds no weights at all)."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPProcessor, CLIPTokenizer
+
+    hub = tmp_path / "hub" / "config-only"
+    CLIPConfig(text_config=TEXT, projection_dim=8,
+               vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                  num_attention_heads=2, image_size=32,
+                                  patch_size=8)).save_pretrained(hub)
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                     crop_size={"height": 32, "width": 32}),
+                  tokenizer=CLIPTokenizer.from_pretrained(
+                      write_clip_tokenizer(tmp_path / "vocab"), model_max_length=16)
+                  ).save_pretrained(hub)
+    assert not any(p.suffix == ".safetensors" for p in hub.iterdir())
+    register_source(WeightSource(name="config_only", library="transformers", repo_id=str(hub),
+                                 cls=cls, processor="AutoProcessor", random=True))
+    first, second = (fetch_weights("config_only", tmp_path / f) for f in ("a", "b"))
+    assert json.loads((first / "source.json").read_text())["random"] is True
+    a, processor = load_transformers("config_only", tmp_path / "a")
+    b, _ = load_transformers("config_only", tmp_path / "b")
+    assert type(a).__name__ == "CLIPModel" and a.config.projection_dim == 8
+    assert_same_weights(a, b)  # seeded: every fetch builds the same weights
+    inputs = processor(text=["a cat"], images=[gray_image()], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert a(**inputs).logits_per_image.shape == (1, 1)
+    with pytest.raises(ConfigError, match="random weights are built from"):
+        WeightSource(name="x", library="diffusers", repo_id="a/b", random=True)
 
 
 # --- open_clip ----------------------------------------------------------------------------

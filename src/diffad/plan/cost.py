@@ -43,6 +43,7 @@ from diffad.data.layouts import published_size
 from diffad.methods import for_category, params_of
 from diffad.plan.rehearsal import representatives
 from diffad.training import TrainerParams
+from diffad.weights import weight_source
 
 if TYPE_CHECKING:
     from diffad.plan.plan import Plan
@@ -218,12 +219,14 @@ def _upstream_rows(rehearsal: Plan, full: Plan, jobs: dict, device: str) -> list
                 continue
             per_image = float(pd.read_parquet(path)["seconds"].mean())
             work = sum(_images(full, d, c, split) for c in categories)
+            # The model it ran: a substitute that fits is named (the weights' source).
+            source = weight_source(rehearsal.captioners[captioner].weights)
             rows.append({"stage": stage, "variant": captioner, "rehearsed_as": captioner,
                          "dataset": d, "jobs": len(categories), "device": device,
                          "params_m": float("nan"), "unit": "s / image", "unit_cost": per_image,
                          "work": work, "hours": per_image * work / 3600,
                          "peak_rss_mb": float("nan"), "cuda_peak_mb": float("nan"),
-                         **_resource(full, "captions", d), "note": ""})
+                         **_resource(full, "captions", d), "note": source.description})
     return rows
 
 

@@ -12,12 +12,19 @@ the same folders and loaders as the real weights (never a tiny stand-in):
   vocabulary (shipped with open_clip) and its PNDM scheduler settings;
 - ``sd_vae_ft_mse``: the same AutoencoderKL; ``ddpm_celebahq_256``: the
   DDPM UNet2DModel of google/ddpm-celebahq-256 (114 M);
-- ``clip_vit_b32``: open_clip's ViT-B-32 with QuickGELU (151 M).
+- ``clip_vit_b32``: open_clip's ViT-B-32 with QuickGELU (151 M);
+- every other transformers hub source (the captioners): the repo's own
+  ``config.json``, modelling code and processor files, fetched without the
+  weights (a few MB; ``random`` in :mod:`~diffad.weights.transformers_weights`),
+  so the hub must be reachable from where ``fetch_weights`` runs. A model that
+  does not fit a 24 GB machine in float32 is rehearsed on the largest member
+  of its family with the same code (:data:`SUBSTITUTES`), named in the fetch
+  log, the folder's ``source.json`` and the cost table.
 
 The configs below are those of the published model folders (their
-``config.json``), written out because the hub is out of reach here. A source
-with no real architecture recorded here fails when the rehearsal's DAG is
-built, naming it. The weights land in their own cache
+``config.json``), written out so that the SD-size rehearsals need no hub. A
+source with no real architecture recorded here fails when the rehearsal's DAG
+is built, naming it. The weights land in their own cache
 (``<weights_dir>/rehearsal``), never beside real ones.
 """
 
@@ -126,6 +133,18 @@ def clip_vit_b32() -> tuple[Any, dict[str, Any]]:
     return model.eval(), config
 
 
+#: Source name -> (repo, why): the largest member of the source's family that fits 24 GB
+#: in float32 (the caption stage's CPU dtype) and runs the same modelling code.
+SUBSTITUTES = {
+    # 8.1 B, 32 GB in float32. InternVL2-2B (InternViT-300M + InternLM2-chat-1.8B, 2.2 B)
+    # keeps the 8B's InternLM2 language model and remote code; the 4B is Phi-3 inside.
+    "internvl2_8b": ("OpenGVLab/InternVL2-2B", "InternVL2-8B does not fit 24 GB in float32; "
+                     "InternVL2-2B has the same InternLM2 code"),
+    # 12.2 B, 49 GB in float32; Flan-T5-XL (3.9 B) is the same BLIP-2 T5 code.
+    "blip2_flan_t5_xxl": ("Salesforce/blip2-flan-t5-xl", "BLIP-2 Flan-T5-XXL does not fit "
+                          "24 GB in float32; Flan-T5-XL has the same code"),
+}
+
 #: Source name -> the factory of its real architecture (timm sources need none).
 FACTORIES = {
     "sd15": "diffad.weights.rehearsal:sd15",
@@ -151,6 +170,11 @@ def rehearsal_source(name: str) -> WeightSource:
                        description=f"{source.model}: {note}")
     if source.factory:  # already built from a config (the default's tiny stand-ins)
         return source
+    if source.library == "transformers" and source.repo_id and name not in FACTORIES:
+        repo, why = SUBSTITUTES.get(name, (source.repo_id, ""))
+        described = f"{repo}: {note}" + (f"; rehearsed in place of {source.repo_id}: {why}"
+                                         if why else "")
+        return replace(source, repo_id=repo, random=True, description=described)
     if name not in FACTORIES:
         raise ConfigError(f"weights {name!r} ({source.library}): no real architecture is "
                           f"recorded for a rehearsal (diffad.weights.rehearsal.FACTORIES: "
@@ -167,5 +191,5 @@ def use_rehearsal_sources(names: list[str] | tuple[str, ...]) -> None:
         register_source(rehearsal_source(name), replace=True)
 
 
-__all__ = ["FACTORIES", "clip_tokenizer", "clip_vit_b32", "ddpm_celebahq_256",
+__all__ = ["FACTORIES", "SUBSTITUTES", "clip_tokenizer", "clip_vit_b32", "ddpm_celebahq_256",
            "rehearsal_source", "sd15", "sd_vae", "use_rehearsal_sources"]

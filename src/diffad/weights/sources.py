@@ -80,8 +80,9 @@ class WeightSource:
     trust_remote_code: bool = False
     #: diffusers pipeline components not fetched (passed as None), e.g. the safety checker
     skip_components: tuple[str, ...] = field(default=())
-    #: timm: the architecture of ``model`` with seeded random weights (a rehearsal's,
-    #: :mod:`diffad.weights.rehearsal`), not its pretrained ones
+    #: the architecture with seeded random weights (a rehearsal's,
+    #: :mod:`diffad.weights.rehearsal`), not the pretrained ones: timm's ``model``, or a
+    #: transformers ``repo_id`` of which only the config, code and processor files are read
     random: bool = False
 
     def __post_init__(self) -> None:
@@ -136,9 +137,10 @@ def _check_fields(s: WeightSource) -> str | None:
         if not (s.model and s.pretrained) and not s.factory:
             return ("needs an open_clip model name (model) and a pretrained tag or file, or "
                     "a factory")
-    if s.random and not (s.library == "timm" and s.model):
-        return "random weights are built from a timm model name (diffusers, transformers " \
-               "and open_clip architectures come from a factory)"
+    if s.random and not ((s.library == "timm" and s.model)
+                         or (s.library == "transformers" and s.repo_id)):
+        return ("random weights are built from a timm model name or a transformers repo's "
+                "config (diffusers and open_clip architectures come from a factory)")
     if s.skip_components and s.library != "diffusers":
         return "skip_components applies to diffusers pipelines only"
     return None

@@ -5,6 +5,11 @@ index), ``generation_config.json`` where there is one, and the processor's or
 tokenizer's files (``preprocessor_config.json``, ``tokenizer.json``...). For a
 model with its own code (``trust_remote_code``, e.g. InternVL2), ``save_pretrained``
 copies the code files beside the config, so the folder loads offline too.
+
+A ``random`` source (a rehearsal's) reads the repo's config, code and processor
+files only, a few megabytes, and saves the architecture they describe with
+seeded random weights: the real config of any hub model, InternVL2's own
+modelling code included, without its weights.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
-from diffad.weights.builders import build_from_factory, pypi_model_folder
+from diffad.weights.builders import build_from_factory, pypi_model_folder, seeded
 from diffad.weights.classes import library_class
 from diffad.weights.hub import hub_offline, is_local_folder, resolve_revision
 from diffad.weights.sources import WeightSource
@@ -43,12 +48,29 @@ def fetch_transformers(source: WeightSource, folder: Path, cache_dir: Path) -> d
         kwargs["revision"] = sha
     if source.subfolder:
         kwargs["subfolder"] = source.subfolder
-    model = cls.from_pretrained(source.repo_id, **kwargs)
+    if source.random:
+        model = _random_from_config(cls, source, kwargs)
+    else:
+        model = cls.from_pretrained(source.repo_id, **kwargs)
     model.save_pretrained(folder)
     if source.processor:
         processor_cls = library_class("transformers", source.processor, "AutoProcessor")
         processor_cls.from_pretrained(source.repo_id, **kwargs).save_pretrained(folder)
-    return {"resolved_revision": sha}
+    return {"resolved_revision": sha, **({"random": True} if source.random else {})}
+
+
+def _random_from_config(cls: Any, source: WeightSource, kwargs: dict[str, Any]) -> Any:
+    """The architecture of ``source.repo_id``'s config, seeded random weights, in eval mode."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source.repo_id, **kwargs)
+    remote = {"trust_remote_code": True} if source.trust_remote_code else {}
+    with seeded():  # the seed of every rehearsal architecture: two fetches, same weights
+        if hasattr(cls, "from_config"):  # the Auto classes (and a remote architecture)
+            model = cls.from_config(config, **remote)
+        else:
+            model = cls(config)
+    return model.eval()
 
 
 def load_transformers_folder(folder: Path, source: WeightSource, cls: str | type | None = None,
