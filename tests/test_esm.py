@@ -287,6 +287,27 @@ def test_at_the_variance_floor_s_u_and_s_kl_are_multiples_of_s_re(weights_root):
         resolve_method("e", {"kind": "esm", "variance_timestep": 1000})
 
 
+def test_a_later_variance_timestep_reads_the_variance_of_both_images_noised_alike(
+        weights_root):
+    """At t > 0 the variance stream sees x_t as in training (Eq. 10): input and
+    reconstruction noised to t by one image-seeded draw; at t = 0 the clean images."""
+    from diffad.models.noise import image_generators, image_noise
+
+    x0, x_hat = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    clean = make(weights_root, variance_timestep=0)
+    noisy = make(weights_root, variance_timestep=40)
+    paths = ["a.png", "b.png"]
+    at_0 = clean.variances_at(x0, x_hat, image_generators(0, paths))
+    for got, x in zip(at_0, (x0, x_hat), strict=True):
+        torch.testing.assert_close(got, clean.variance(x, clean._timestep(x, 0)))
+    at_40 = noisy.variances_at(x0, x_hat, image_generators(0, paths))
+    a = noisy.scheduler.alphas_cumprod[40]
+    noise = image_noise(x0.shape, image_generators(0, paths))
+    for got, x in zip(at_40, (x0, x_hat), strict=True):
+        want = noisy.variance(a.sqrt() * x + (1 - a).sqrt() * noise, noisy._timestep(x, 40))
+        torch.testing.assert_close(got, want)
+
+
 def test_nonfinite_outputs_stop_a_real_run_and_are_recorded_in_a_rehearsal(tmp_path, caplog):
     """ESM's samplers divide by the predicted variance: with a rehearsal's random weights
     they may diverge, which is no crash of the code path."""

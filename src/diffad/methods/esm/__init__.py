@@ -128,9 +128,9 @@ class EsmParams(MethodParams, TrainerParams):
                    "denoising of Eq. 13 (the paper); `proposal`, beta-schedule noising and "
                    "Eq. 13 with the variance re-estimated at each proposed step")
     variance_timestep: int = infer(
-        0, "timestep at which S_U and S_KL read the variances of input and reconstruction "
-        "(sigma_0^2: 0; at 0 the MLE variance sits at `variance_floor` and both detectors "
-        "reduce to multiples of S_RE)", ge=0)
+        0, "timestep at which S_U and S_KL read the variances of input and reconstruction, "
+        "both noised to it alike (the paper's sigma_0^2: 0, where the MLE variance sits at "
+        "`variance_floor` and both detectors reduce to multiples of S_RE)", ge=0)
     # Score tier (Eqs. 14 and 15)
     weight_cos: float = score(1.0, "u", ge=0)
     weight_u: float = score(1.0, "v (needs the variance stream)", ge=0)

@@ -230,8 +230,8 @@ class EsmModel(AnomalyModel):
         size, r = images.shape[-1], self.params.resolution
         small = resize(images, r)
         x0 = small * 2 - 1
-        x_hat = self.reconstruct(x0, image_generators(self.runtime.seed,
-                                                      rows["image_path"].tolist()))
+        generators = image_generators(self.runtime.seed, rows["image_path"].tolist())
+        x_hat = self.reconstruct(x0, generators)
         side = self.params.feature_resolution or r
         maps = {
             "cos": cosine_distance_map(self.features(), resize(small, side),
@@ -239,11 +239,10 @@ class EsmModel(AnomalyModel):
             "re": (x0 - x_hat).pow(2).mean(dim=1),
         }
         if self.variance_stream is not None:
-            # sigma_0^2 of Sec. 3.5 at t = 0 by default: there the MLE variance, about
-            # (1 - abar_t) times the noise error, sits at the floor, and S_U and S_KL
-            # become multiples of S_RE; `variance_timestep` reads it later.
-            t_var = self._timestep(x0, self.params.variance_timestep)
-            var_input, var_recon = self.variance(x0, t_var), self.variance(x_hat, t_var)
+            # sigma_0^2 of Sec. 3.5 at t = 0 by default. There the MLE variance, abar_t
+            # times the squared x_0 error of the mean stream, sits at the floor, and S_U
+            # and S_KL become multiples of S_RE; `variance_timestep` reads it later.
+            var_input, var_recon = self.variances_at(x0, x_hat, generators)
             error = (x0 - x_hat).pow(2)
             maps["u"] = (error / var_recon).mean(dim=1)
             # KL(N(x, s_in^2) || N(x_hat, s_rec^2)) per pixel (ADSPR), channel mean.
@@ -257,6 +256,19 @@ class EsmModel(AnomalyModel):
         for name, m in maps.items():
             scores[f"{name}_min"], scores[f"{name}_max"] = m.min(axis=(1, 2)), m.max(axis=(1, 2))
         return Prediction(scores=scores, maps=maps)
+
+    def variances_at(self, x0: torch.Tensor, x_hat: torch.Tensor,
+                     generators: list[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+        """sigma^2 of the input and of the reconstruction at `variance_timestep`. Above 0
+        both are first noised to that step with one image-seeded draw shared by the two,
+        as the variance stream saw its inputs in training (x_t, not x_0, at step t)."""
+        t = self.params.variance_timestep
+        timestep = self._timestep(x0, t)
+        if t > 0:
+            a = self.scheduler.alphas_cumprod.to(x0.device)[t]
+            noise = image_noise(x0.shape, generators, x0.device)
+            x0, x_hat = (a.sqrt() * x + (1 - a).sqrt() * noise for x in (x0, x_hat))
+        return self.variance(x0, timestep), self.variance(x_hat, timestep)
 
     def eval(self) -> None:
         self.mean_stream.eval()
