@@ -150,3 +150,35 @@ def test_score_tier_smooths_and_pools_as_the_authors():
     np.testing.assert_allclose(plain, [1.0, 1.0])
     smoothed = VlmDiff.score(VlmDiff.Params(), outputs).maps
     assert smoothed.shape == maps.shape and smoothed[0].max() < 1.0
+
+
+def test_a_text_encoder_that_does_not_fit_the_unets_cross_attention_fails_naming_both(
+        tmp_path, registry):
+    """The rehearsal's broken real-size setting of the issue: a text encoder whose token
+    width is not the UNet's cross-attention width fails the train job with both settings
+    named, before any step (as it would on the cluster)."""
+    from diffad.methods import build_model
+    from diffad.runtime import Runtime
+    from diffad.weights import fetch_weights
+    from diffad.weights.sources import WeightSource, register_source
+
+    hub = tmp_path / "hub" / "unet_16"
+    UNet2DConditionModel.from_config({**tiny_sd_unet().config,
+                                      "cross_attention_dim": 16}).save_pretrained(hub)
+    register_source(WeightSource(name="unet_16", library="diffusers", repo_id=str(hub),
+                                 cls="UNet2DConditionModel"))
+    root = tmp_path / "weights"
+    for name in ("unet_16", "tiny_sd_unet", "minilm_l6"):
+        fetch_weights(name, root)
+    runtime = Runtime(device=torch.device("cpu"), weights_root=root, image_size=64)
+
+    def model(unet: str):
+        built = build_model(resolve_method("v", {"kind": "vlmdiff", "unet_weights": unet,
+                                                 "text_encoder": "minilm_l6"}), runtime)
+        built._build()
+        return built
+
+    model("tiny_sd_unet")._check_widths()  # 384-d MiniLM tokens, 384-d cross-attention
+    with pytest.raises(ConfigError, match=r"text_encoder 'minilm_l6' gives 384-d tokens but "
+                                          r"unet_weights 'unet_16' attends to 16-d ones"):
+        model("unet_16")._check_widths()
