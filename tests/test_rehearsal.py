@@ -70,11 +70,14 @@ def test_every_reproduction_rehearses_each_code_path_once(name):
     for dataset, entry in plan.datasets.items():
         assert entry["root"] == f"results/rehearsal/datasets/{dataset}"
         assert plan.categories(dataset) == full.full_categories[dataset][:1]
-    # One variant per code path of the full run, each of the full run's paths once.
-    chosen = representatives(full.variants)
+    # One variant per code path of the full run, each of the full run's paths once, and
+    # every dataset read by its own code at least once.
+    chosen = representatives(full.variants, full.captioners)
     assert set(plan.variants.resolved) == set(chosen.values())
-    assert {code_path(full.variants.resolved[n]) for n in plan.variants.resolved} == {
-        code_path(r) for r in full.variants.resolved.values()}
+    assert {code_path(full.variants.resolved[n], full.captioners)
+            for n in plan.variants.resolved} == {
+        code_path(r, full.captioners) for r in full.variants.resolved.values()}
+    assert {d for m in plan.methods.values() for d in m["datasets"]} == set(full.datasets)
     # Trainings cut to two steps at a batch that fits; the estimate scales to the full run.
     for variant in plan.variants.resolved.values():
         if "max_steps" in variant:
@@ -190,12 +193,85 @@ def test_pretrained_sources_become_their_real_architectures():
 
 
 def test_vlmdiffs_rehearsal_plan_builds():
-    """Every captioner has an architecture now: the DAG builds; each of its code paths once."""
+    """Every captioner has an architecture now: the DAG builds; each of its code paths once,
+    on one dataset each, sharing what the same code would train twice."""
     plan = plan_of(reproduction("vlmdiff"))
     full = plan_of(reproduction("vlmdiff", rehearsal=False))
-    assert set(plan.variants.resolved) == set(representatives(full.variants).values())
+    assert set(plan.variants.resolved) == set(representatives(full.variants,
+                                                              full.captioners).values())
     assert {name for (name,) in plan.jobs()["fetch_weights"]} >= {"internvl2_8b",
                                                                   "blip2_flan_t5_xxl"}
+    jobs = plan.jobs()
+    # The full run's 35 trainings -> one per distinct training code: InternVL2, BLIP-2 and
+    # DeepSeek captions or none (DiAD), each once per class and once per COCO-AD fold, and
+    # SD's own autoencoder.
+    assert len(full.jobs()["train"]) == 35 and len(jobs["train"]) == 9
+    # Captions at inference and the detectors are settings of inference and scoring: they
+    # share the main variant's training (and the detectors its inference too).
+    assert plan.variants.trained_by["vlmdiff_capinf"] == "vlmdiff_e300"
+    assert {plan.variants.inferred_by[m] for m in plan.methods
+            if m.startswith("vlmdiff_fx_")} == {"vlmdiff_e300"}
+    # Inference: two DDIM steps (501, 1) from t = 999, scaled back to the configured 10.
+    from diffad.methods.vlmdiff import denoising_grid
+    main = params_of(plan.methods["vlmdiff_e300"])
+    assert denoising_grid(main) == [501, 1] and plan.kind("vlmdiff_e300").nfe(main) == 2
+    # A captioner's prompts are one code path: the paper's prompt is not rehearsed apart.
+    assert "vlmdiff_prompt_paper" not in plan.methods
+    assert {(c, d) for c, d, _ in jobs["captions"]} >= {
+        ("internvl2_8b_long", "mvtec_ad"), ("blip2_long", "real_iad"),
+        ("deepseek_vl_long", "visa"), ("internvl2_8b_long_coco", "coco_ad")}
+
+
+def test_datasets_are_rehearsed_once_per_image_size():
+    """A code path runs on one dataset per image size (the one its training leader runs
+    on where it can share the job); every dataset is read at least once."""
+    config = reproduction("vlmdiff")
+    config["datasets"]["visa"]["image_size"] = 512
+    plan = plan_of(config)
+    assert plan.methods["vlmdiff_e300"]["datasets"] == ["mvtec_ad", "visa"]
+    assert plan.methods["vlmdiff_capinf"]["datasets"] == ["mvtec_ad", "visa"]
+    assert plan.methods["vlmdiff_blip2"]["datasets"] == ["visa", "real_iad"]
+    assert plan.methods["vlmdiff_ae_pretrained"]["datasets"] == ["real_iad"]
+    everything = plan_of(reproduction("vlmdiff", rehearsal={"variants": "all"}))
+    assert everything.methods["vlmdiff_e100"]["datasets"] == ["mvtec_ad", "visa", "real_iad"]
+
+
+def test_a_dataset_not_rehearsed_is_estimated_from_one_of_its_image_size(tmp_path,
+                                                                          monkeypatch):
+    """VLMDiff's main path runs on MVTec AD alone in the rehearsal; VisA and Real-IAD, at
+    the same 256 px, are estimated from it, and the table says so."""
+    from diffad.io import write_parquet
+    from diffad.plan.cost import _images, cost_table
+
+    monkeypatch.chdir(tmp_path)
+    plan = plan_of(reproduction("vlmdiff"))
+    assert plan.methods["vlmdiff_e300"]["datasets"] == ["mvtec_ad"]
+    (category,) = plan.categories("mvtec_ad")
+    metrics = plan.paths.format(plan.paths.metrics, method="vlmdiff_e300",
+                                dataset="mvtec_ad", category=category)
+    write_parquet(pd.DataFrame([{"latency_ms": 500.0, "params": 1.3e9,
+                                 "infer_peak_rss_mb": 9000.0}]), metrics)
+    table = cost_table(plan).set_index(["stage", "variant", "dataset"])
+    own = table.loc[("infer", "vlmdiff_e300", "mvtec_ad")]
+    # Measured at 2 DDIM steps, scaled to the configured 10.
+    assert own["note"] == "NFE 10 vs 2 rehearsed"
+    assert own["unit_cost"] == pytest.approx(2500.0)
+    visa = table.loc[("infer", "vlmdiff_e100", "visa")]
+    assert visa["rehearsed_as"] == "vlmdiff_e300"
+    assert visa["note"] == "measured on mvtec_ad; NFE 10 vs 2 rehearsed"
+    images = sum(_images(plan.full, "visa", c, "test")
+                 for c in plan.full.full_categories["visa"])
+    assert visa["hours"] == pytest.approx(2500.0 * images / 3.6e6)
+    # The paper's prompt is InternVL2 asked another question: estimated from the authors'
+    # prompt's captions, on the dataset they were measured on.
+    captions = plan.paths.format(plan.paths.captions, captioner="internvl2_8b_long",
+                                 dataset="mvtec_ad", category=category)
+    write_parquet(pd.DataFrame({"seconds": [40.0, 60.0]}), captions)
+    table = cost_table(plan).set_index(["stage", "variant", "dataset"])
+    paper = table.loc[("captions", "internvl2_8b", "visa")]
+    assert paper["rehearsed_as"] == "internvl2_8b_long" and paper["unit_cost"] == 50.0
+    assert paper["note"].endswith("; measured on mvtec_ad")
+    assert "InternVL2-2B" in paper["note"]  # the substitute that fits, named
 
 
 # ------------------------------------------------------------------ end to end

@@ -96,13 +96,28 @@ def _rehearsal_category(rehearsal: Plan, dataset: str, category: str) -> str:
     return category if category in kept else kept[0]
 
 
+def _measured_on(rehearsal: Plan, datasets: list[str], dataset: str) -> str | None:
+    """Of the ``datasets`` a rehearsal ran something on, the one whose measurement stands
+    for the full run's ``dataset``: itself, else one at the same image size (the same code
+    at the same resolution: :func:`~diffad.plan.rehearsal.rehearsal_datasets`)."""
+    if dataset in datasets:
+        return dataset
+    size = rehearsal.image_size(dataset)
+    return next((d for d in datasets if rehearsal.image_size(d) == size), None)
+
+
+def _stand_in(note: list[str], measured: str, dataset: str) -> None:
+    if measured != dataset:
+        note.append(f"measured on {measured}")
+
+
 def cost_table(rehearsal: Plan) -> pd.DataFrame:
     """Measured unit costs of the rehearsal and the estimate of its full run, one row per
     (stage, variant, dataset) of the full plan."""
     full = rehearsal.full
     if full is None:
         raise ValueError("cost_table needs the plan of a rehearsal (config `rehearsal:`)")
-    reps = representatives(full.variants)
+    reps = representatives(full.variants, full.captioners)
     device = "?"
     rows = []
     metrics = {}
@@ -120,11 +135,15 @@ def cost_table(rehearsal: Plan) -> pd.DataFrame:
             rep = reps[m]
             params = params_of(full.methods[m])
             rep_params = params_of(rehearsal.methods[rep])
-            note = []
+            note: list[str] = []
+            on = _measured_on(rehearsal, rehearsal.methods[rep].get("datasets") or [], d)
+            if on is None:
+                continue
+            _stand_in(note, on, d)
             if stage == "train":
                 owner = rehearsal.variants.trained_by[rep]
-                unit = _rehearsal_category(rehearsal, d, group[0][2])
-                meta = _read_json(rehearsal.model(owner, d, unit)) if owner else {}
+                unit = _rehearsal_category(rehearsal, on, group[0][2])
+                meta = _read_json(rehearsal.model(owner, on, unit)) if owner else {}
                 if not meta:
                     continue
                 device = meta.get("device", device)
@@ -144,7 +163,7 @@ def cost_table(rehearsal: Plan) -> pd.DataFrame:
                        "params_m": meta.get("params", 0) / 1e6,
                        **_resource(full, "train", d)}
             else:
-                measured = [metrics[key] for key in metrics if key[0] == rep and key[1] == d]
+                measured = [metrics[key] for key in metrics if key[0] == rep and key[1] == on]
                 if not measured:
                     continue
                 ms = float(pd.Series([r["latency_ms"] for r in measured]).mean())
@@ -187,11 +206,18 @@ def _resource(plan: Plan, rule: str, dataset: str) -> dict[str, int]:
 
 
 def _upstream_rows(rehearsal: Plan, full: Plan, jobs: dict, device: str) -> list[dict]:
-    """The autoencoder and caption stages: their own unit costs, same estimate."""
+    """The autoencoder and caption stages: their own unit costs, same estimate. A dataset
+    or captioner the rehearsal did not run is measured on one that runs the same code
+    (same image size; same model and family, another prompt), said in the note."""
     rows = []
+    rehearsed = rehearsal.jobs()
     for name, d, unit in jobs["autoencoder"]:
-        meta = _read_json(rehearsal.autoencoder_model(name, d,
-                                                      _rehearsal_category(rehearsal, d, unit)))
+        on = _measured_on(rehearsal, [r_d for r_n, r_d, _ in rehearsed["autoencoder"]
+                                      if r_n == name], d)
+        if on is None:
+            continue
+        meta = _read_json(rehearsal.autoencoder_model(name, on,
+                                                      _rehearsal_category(rehearsal, on, unit)))
         if not meta:
             continue
         params = full.autoencoders[name]
@@ -199,34 +225,50 @@ def _upstream_rows(rehearsal: Plan, full: Plan, jobs: dict, device: str) -> list
         per_sample = (meta.get("s_per_step", float("nan")) / seen if meta.get("steps")
                       else 0.0)
         work = _samples(params, _images(full, d, unit, "train")) if params.finetune else 0
+        note: list[str] = []
+        _stand_in(note, on, d)
         rows.append({"stage": "autoencoder", "variant": name, "rehearsed_as": name,
                      "dataset": d, "jobs": 1, "device": meta.get("device", device),
                      "params_m": meta.get("params", 0) / 1e6, "unit": "s / train sample",
                      "unit_cost": per_sample, "work": work, "hours": per_sample * work / 3600,
                      "peak_rss_mb": meta.get("peak_rss_mb"),
                      "cuda_peak_mb": meta.get("cuda_peak_mb"),
-                     **_resource(full, "autoencoder", d), "note": ""})
+                     **_resource(full, "autoencoder", d), "note": "; ".join(note)})
+
+    def model(captioner: str) -> tuple[str, str]:
+        params = full.captioners[captioner]
+        return params.family, params.weights
+
     for stage, split in (("captions", "train"), ("test_captions", "test")):
         groups: dict[tuple[str, str], list[str]] = {}
         for captioner, d, c in jobs[stage]:
             groups.setdefault((captioner, d), []).append(c)
+        ran: dict[tuple[str, str], list[str]] = {}
+        for captioner, d, _ in rehearsed[stage]:
+            ran.setdefault(model(captioner), []).append(captioner)
+            ran.setdefault((captioner, ""), []).append(d)
         for (captioner, d), categories in groups.items():
-            c_r = _rehearsal_category(rehearsal, d, categories[0])
+            same = [captioner] if (captioner, "") in ran else ran.get(model(captioner), [])
+            as_ = next((r for r in same if _measured_on(rehearsal, ran[(r, "")], d)), None)
+            if as_ is None:
+                continue
+            on = _measured_on(rehearsal, ran[(as_, "")], d)
+            c_r = _rehearsal_category(rehearsal, on, categories[0])
             template = getattr(rehearsal.paths, stage)
-            path = rehearsal.paths.format(template, captioner=captioner, dataset=d,
-                                          category=c_r)
+            path = rehearsal.paths.format(template, captioner=as_, dataset=on, category=c_r)
             if not Path(path).is_file():
                 continue
             per_image = float(pd.read_parquet(path)["seconds"].mean())
             work = sum(_images(full, d, c, split) for c in categories)
             # The model it ran: a substitute that fits is named (the weights' source).
-            source = weight_source(rehearsal.captioners[captioner].weights)
-            rows.append({"stage": stage, "variant": captioner, "rehearsed_as": captioner,
+            note = [weight_source(rehearsal.captioners[as_].weights).description]
+            _stand_in(note, on, d)
+            rows.append({"stage": stage, "variant": captioner, "rehearsed_as": as_,
                          "dataset": d, "jobs": len(categories), "device": device,
                          "params_m": float("nan"), "unit": "s / image", "unit_cost": per_image,
                          "work": work, "hours": per_image * work / 3600,
                          "peak_rss_mb": float("nan"), "cuda_peak_mb": float("nan"),
-                         **_resource(full, "captions", d), "note": source.description})
+                         **_resource(full, "captions", d), "note": "; ".join(note)})
     return rows
 
 

@@ -93,7 +93,7 @@ class Plan:
         if settings is None:
             return cls._resolve(config, paths)
         full = cls._resolve({**config, "rehearsal": False}, paths)
-        rehearsed = rehearsal_config(config, full.variants, full.full_categories, settings)
+        rehearsed = rehearsal_config(config, full, settings)
         rehearsed["autoencoders"] = {
             name: cut_training(params.model_dump(mode="json"), settings)
             for name, params in full.autoencoders.items()}

@@ -20,7 +20,10 @@ turns any experiment config into its rehearsal (:func:`rehearsal_config`):
 - of the variants, one per distinct code path (:func:`code_path`): each kind
   with each distinct value of its categorical settings (choices, flags,
   names, architectures), the one that costs the fewest network evaluations;
-  numbers (steps, strength, epochs, seeds) scale a cost, they choose no code.
+  numbers (steps, strength, epochs, seeds) scale a cost, they choose no code;
+  each on one dataset per image size (:func:`rehearsal_datasets`), every
+  dataset read at least once; variants whose training (or inference) runs the
+  same code share one job (:func:`share_jobs`).
 
 Everything else is the reproduction's own: resolutions, samplers, T_d,
 batch sizes up to ``max_batch``, dtypes. The outputs go under their own
@@ -32,14 +35,19 @@ or overwrite, a real run's.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffad.data.layouts import PUBLISHED
 from diffad.errors import ConfigError
 from diffad.methods import kind_of, params_of
 from diffad.plan.variants import MethodSet
 from diffad.training import TrainerParams
+
+if TYPE_CHECKING:
+    from diffad.captions import CaptionerParams
+    from diffad.plan.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -83,21 +91,33 @@ def _categorical(value: Any) -> bool:
     return isinstance(value, (bool, str, list, tuple, dict)) or value is None
 
 
-def code_path(resolved: dict[str, Any]) -> tuple:
+def _categories(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if _categorical(v)}
+
+
+def code_path(resolved: dict[str, Any],
+              captioners: Mapping[str, CaptionerParams] | None = None) -> tuple:
     """What code a variant runs: its kind and its categorical settings of every tier but
-    run (numbers scale the cost of the same code)."""
+    run. Numbers scale the cost of the same code; the datasets a variant runs on are read
+    by the same code (:func:`rehearsal_datasets` keeps each dataset read once); a
+    captioner is the code of its model (family and weights): two captioners that differ
+    in their prompt or decoding numbers only are one path."""
     params = params_of(resolved)
-    values = params.values("train", "infer", "score")
-    return (resolved["kind"], tuple(sorted(resolved.get("datasets") or ())),
-            repr(sorted((k, v) for k, v in values.items() if _categorical(v))))
+    values = _categories(params.values("train", "infer", "score"))
+    captioner = values.get("captioner")
+    if captioners is not None and captioner in captioners:
+        model = captioners[captioner]
+        values["captioner"] = (model.family, model.weights)
+    return resolved["kind"], repr(sorted(values.items()))
 
 
-def representatives(variants: MethodSet) -> dict[str, str]:
+def representatives(variants: MethodSet,
+                    captioners: Mapping[str, CaptionerParams] | None = None) -> dict[str, str]:
     """Variant -> the variant that rehearses its code path: of each path, the one with the
     fewest network evaluations per image (then the first in config order)."""
     groups: dict[tuple, list[str]] = {}
     for name, resolved in variants.resolved.items():
-        groups.setdefault(code_path(resolved), []).append(name)
+        groups.setdefault(code_path(resolved, captioners), []).append(name)
     out = {}
     for names in groups.values():
         cost = {n: kind_of(variants.resolved[n]).nfe(params_of(variants.resolved[n]))
@@ -105,6 +125,75 @@ def representatives(variants: MethodSet) -> dict[str, str]:
         chosen = min(names, key=lambda n: (cost[n], names.index(n)))
         out.update(dict.fromkeys(names, chosen))
     return out
+
+
+def _leaders(entries: dict[str, dict[str, Any]], *tiers: str) -> dict[str, str]:
+    """Each rehearsed variant -> the first (config order) of the same kind and the same
+    categorical settings of ``tiers``: the one whose job it can share."""
+    first: dict[str, str] = {}
+    out = {}
+    for name, entry in entries.items():
+        key = repr((entry["kind"], sorted(_categories(params_of(entry).values(*tiers))
+                                          .items())))
+        out[name] = first.setdefault(key, name)
+    return out
+
+
+def share_jobs(entries: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The rehearsed variants with the numbers of their train (and infer) tier set to their
+    leader's (:func:`_leaders`), so that variants running the same training code share one
+    train job, and those differing in score settings only one inference (the numbers only
+    scale the cost, which the cost table takes from the full run)."""
+    out = dict(entries)
+    for tiers in (("train",), ("train", "infer")):
+        for name, leader in _leaders(out, *tiers).items():
+            if leader == name:
+                continue
+            numbers = {k: v for k, v in params_of(out[leader]).values(tiers[-1]).items()
+                       if not _categorical(v)}
+            shared = {**out[name], **numbers}
+            try:
+                params_of(shared)
+            except (ConfigError, ValueError):  # the leader's numbers do not fit its settings
+                continue
+            out[name] = shared
+    return out
+
+
+def rehearsal_datasets(variants: MethodSet, chosen: dict[str, str],
+                       image_sizes: dict[str, int]) -> dict[str, list[str]]:
+    """Rehearsed variant -> the datasets it runs on: of the datasets of its code path, one
+    per image size (a resolution is a cost: each is measured), the one its train leader
+    already runs where it can share the training, else the one rehearsed least so far; then
+    every dataset of the config that no variant reads yet goes to the first variant whose
+    path runs on it, so that each dataset's own code is read once."""
+    paths: dict[str, list[str]] = {}
+    for name, rep in chosen.items():
+        for dataset in variants.resolved[name].get("datasets") or image_sizes:
+            if dataset not in paths.setdefault(rep, []):
+                paths[rep].append(dataset)
+    order = list(image_sizes)
+    for rep in paths:
+        paths[rep].sort(key=order.index)
+    reps = {rep: variants.resolved[rep] for rep in paths}
+    leaders = _leaders(reps, "train")
+    uses = dict.fromkeys(image_sizes, 0)
+    out: dict[str, list[str]] = {}
+    for rep, candidates in paths.items():
+        picked = []
+        for size in dict.fromkeys(image_sizes[d] for d in candidates):
+            same = [d for d in candidates if image_sizes[d] == size]
+            shared = [d for d in same if d in out.get(leaders[rep], [])]
+            picked.append(shared[0] if shared else min(same, key=lambda d: uses[d]))
+            uses[picked[-1]] += 1
+        out[rep] = picked
+    for dataset in image_sizes:
+        if not uses[dataset]:
+            rep = next((r for r, c in paths.items() if dataset in c), None)
+            if rep is not None:
+                out[rep].append(dataset)
+                uses[dataset] += 1
+    return {rep: sorted(ds, key=order.index) for rep, ds in out.items()}
 
 
 def cut_training(entry: dict[str, Any], settings: Rehearsal) -> dict[str, Any]:
@@ -133,11 +222,10 @@ def cut_inference(entry: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def rehearsal_config(config: dict[str, Any], variants: MethodSet,
-                     full_categories: dict[str, list[str]], settings: Rehearsal
+def rehearsal_config(config: dict[str, Any], full: Plan, settings: Rehearsal
                      ) -> dict[str, Any]:
-    """The config of the rehearsal of ``config`` (see the module docstring); ``variants``
-    and ``full_categories`` are the real run's."""
+    """The config of the rehearsal of ``config`` (see the module docstring); ``full`` is the
+    real run's plan."""
     out = copy.deepcopy(config)
     out["rehearsal"] = False  # the rehearsal's own plan is a plain one
     out["experiment"] = f"{config['experiment']}.rehearsal"
@@ -148,7 +236,7 @@ def rehearsal_config(config: dict[str, Any], variants: MethodSet,
                                                              "split_csv", "image_dir",
                                                              "json_dir")}
         kept["root"] = f"{settings.results}/datasets/{name}"
-        kept["categories"] = full_categories[name][:settings.categories]
+        kept["categories"] = full.full_categories[name][:settings.categories]
         if entry["kind"] == "synthetic":  # drawn by its manifests, at its own size
             good = max(1, settings.test_images // 2)
             kept["synthetic"] = {**entry.get("synthetic", {}), "n_train": settings.train_images,
@@ -162,17 +250,22 @@ def rehearsal_config(config: dict[str, Any], variants: MethodSet,
                               f"one; kind {entry['kind']!r} has neither")
         datasets[name] = kept
     out["datasets"] = datasets
-    chosen = representatives(variants)
-    keep = [n for n in variants.resolved if settings.variants == "all" or chosen[n] == n]
+    variants = full.variants
+    if settings.variants == "all":
+        keep = {n: list(r.get("datasets") or datasets) for n, r in variants.resolved.items()}
+    else:
+        keep = rehearsal_datasets(variants, representatives(variants, full.captioners),
+                                  {d: full.image_size(d) for d in datasets})
     methods = {}
-    for name in keep:
+    for name, on in keep.items():
         entry = {k: v for k, v in variants.resolved[name].items() if k != "reference"}
+        entry["datasets"] = on
         if issubclass(kind_of(entry).Params, TrainerParams):
             entry = cut_training(entry, settings)
         if settings.fewest_evaluations:
             entry = cut_inference(entry)
         methods[name] = entry
-    out["methods"] = methods
+    out["methods"] = share_jobs(methods) if settings.variants != "all" else methods
     out["method_grids"], out["seeds"] = {}, {}
     out["best_of"] = {g: [v for v in vs if v in methods]
                       for g, vs in config.get("best_of", {}).items()}
@@ -181,4 +274,4 @@ def rehearsal_config(config: dict[str, Any], variants: MethodSet,
 
 
 __all__ = ["Rehearsal", "code_path", "cut_inference", "cut_training", "rehearsal_config",
-           "representatives"]
+           "rehearsal_datasets", "representatives", "share_jobs"]

@@ -32,7 +32,7 @@ silent; see docs/protocols/vlmdiff.md.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
@@ -206,6 +206,12 @@ class VlmDiff(MethodKind):
         # Guidance doubles the UNet calls only where there is text to guide with.
         guided = params.caption_at_inference and params.guidance_scale != 1
         return len(denoising_grid(params)) * (2 if guided else 1)
+
+    @classmethod
+    def fewest_evaluations(cls, params: VlmDiffParams) -> dict[str, Any]:
+        # Two DDIM steps (501, 1 of 1000) from the same start: a step to an intermediate
+        # timestep and the final one, the same sampler, conditioning and extractors.
+        return {"ddim_steps": min(params.ddim_steps, 2)}
 
     @classmethod
     def score(cls, params: VlmDiffParams, outputs: Outputs) -> Scored:
