@@ -72,12 +72,11 @@ def test_every_reproduction_rehearses_each_code_path_once(name):
         assert plan.categories(dataset) == full.full_categories[dataset][:1]
     # One variant per code path of the full run, each of the full run's paths once, and
     # every dataset read by its own code at least once.
-    chosen = representatives(full.variants, full.captioners)
+    chosen = representatives(full.variants)
     assert set(plan.variants.resolved) == set(chosen.values())
-    assert {code_path(full.variants.resolved[n], full.captioners)
-            for n in plan.variants.resolved} == {
-        code_path(r, full.captioners) for r in full.variants.resolved.values()}
-    assert {d for m in plan.methods.values() for d in m["datasets"]} == set(full.datasets)
+    assert {code_path(full.variants.resolved[n]) for n in plan.variants.resolved} == {
+        code_path(r) for r in full.variants.resolved.values()}
+    assert {d for d, _ in plan.jobs()["manifest"]} == set(full.datasets)
     # Trainings cut to two steps at a batch that fits; the estimate scales to the full run.
     for variant in plan.variants.resolved.values():
         if "max_steps" in variant:
@@ -194,18 +193,21 @@ def test_pretrained_sources_become_their_real_architectures():
 
 def test_vlmdiffs_rehearsal_plan_builds():
     """Every captioner has an architecture now: the DAG builds; each of its code paths once,
-    on one dataset each, sharing what the same code would train twice."""
+    on one dataset each, sharing what the same code would train twice, and each captioner
+    and autoencoder of the full run made once."""
     plan = plan_of(reproduction("vlmdiff"))
     full = plan_of(reproduction("vlmdiff", rehearsal=False))
-    assert set(plan.variants.resolved) == set(representatives(full.variants,
-                                                              full.captioners).values())
+    assert set(plan.variants.resolved) == set(representatives(full.variants).values())
     assert {name for (name,) in plan.jobs()["fetch_weights"]} >= {"internvl2_8b",
                                                                   "blip2_flan_t5_xxl"}
     jobs = plan.jobs()
-    # The full run's 35 trainings -> one per distinct training code: InternVL2, BLIP-2 and
-    # DeepSeek captions or none (DiAD), each once per class and once per COCO-AD fold, and
-    # SD's own autoencoder.
-    assert len(full.jobs()["train"]) == 35 and len(jobs["train"]) == 9
+    # The full run's 35 trainings -> one per distinct training code: with captions or
+    # without (DiAD), one model per dataset or per COCO-AD fold.
+    assert len(full.jobs()["train"]) == 35 and len(jobs["train"]) == 4
+    # Which VLM wrote the captions, which autoencoder encodes: data to the same training.
+    assert code_path(full.variants.resolved["vlmdiff_blip2"]) == code_path(
+        full.variants.resolved["vlmdiff_e100"]) == code_path(
+        full.variants.resolved["vlmdiff_ae_pretrained"])
     # Captions at inference and the detectors are settings of inference and scoring: they
     # share the main variant's training (and the detectors its inference too).
     assert plan.variants.trained_by["vlmdiff_capinf"] == "vlmdiff_e300"
@@ -215,23 +217,32 @@ def test_vlmdiffs_rehearsal_plan_builds():
     from diffad.methods.vlmdiff import denoising_grid
     main = params_of(plan.methods["vlmdiff_e300"])
     assert denoising_grid(main) == [501, 1] and plan.kind("vlmdiff_e300").nfe(main) == 2
-    # A captioner's prompts are one code path: the paper's prompt is not rehearsed apart.
-    assert "vlmdiff_prompt_paper" not in plan.methods
-    assert {(c, d) for c, d, _ in jobs["captions"]} >= {
-        ("internvl2_8b_long", "mvtec_ad"), ("blip2_long", "real_iad"),
-        ("deepseek_vl_long", "visa"), ("internvl2_8b_long_coco", "coco_ad")}
+    # Each captioner model once (two prompts of one model are one path), each autoencoder
+    # recipe once (SD's own, which no kept variant reads, as a target of its own), and
+    # every dataset's manifest read.
+    def models(stage_jobs, of):
+        return {(of[n].family, of[n].weights) for n, _, _ in stage_jobs}
+    assert models(jobs["captions"], plan.captioners) == models(full.jobs()["captions"],
+                                                               full.captioners)
+    assert {n for n, _, _ in jobs["autoencoder"]} == {"sd15", "sd15_ft"}
+    assert {d for d, _ in jobs["manifest"]} == set(full.datasets)
+    assert set(plan.artefact_targets()) <= set(plan.final_outputs())
 
 
 def test_datasets_are_rehearsed_once_per_image_size():
-    """A code path runs on one dataset per image size (the one its training leader runs
-    on where it can share the job); every dataset is read at least once."""
+    """A code path runs on one dataset per image size of its datasets (the one its
+    training leader runs on where it can share the job)."""
     config = reproduction("vlmdiff")
     config["datasets"]["visa"]["image_size"] = 512
     plan = plan_of(config)
+    full = plan.full
+    for name, entry in plan.methods.items():
+        group = [v for v, rep in representatives(full.variants).items() if rep == name]
+        sizes = {full.image_size(d) for v in group
+                 for d in full.variants.resolved[v].get("datasets") or full.datasets}
+        assert sorted(plan.image_size(d) for d in entry["datasets"]) == sorted(sizes)
     assert plan.methods["vlmdiff_e300"]["datasets"] == ["mvtec_ad", "visa"]
-    assert plan.methods["vlmdiff_capinf"]["datasets"] == ["mvtec_ad", "visa"]
-    assert plan.methods["vlmdiff_blip2"]["datasets"] == ["visa", "real_iad"]
-    assert plan.methods["vlmdiff_ae_pretrained"]["datasets"] == ["real_iad"]
+    assert plan.methods["vlmdiff_capinf"]["datasets"] == ["mvtec_ad", "visa"]  # shares
     everything = plan_of(reproduction("vlmdiff", rehearsal={"variants": "all"}))
     assert everything.methods["vlmdiff_e100"]["datasets"] == ["mvtec_ad", "visa", "real_iad"]
 

@@ -68,6 +68,9 @@ class Artefact:
 
     stage: str
     name: str
+    #: the parameter that names it: to a rehearsal, which captions or weights a variant
+    #: reads is data to the same code (:func:`diffad.plan.rehearsal.code_path`)
+    setting: str = ""
 
 
 @dataclass(frozen=True)

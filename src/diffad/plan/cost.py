@@ -117,7 +117,7 @@ def cost_table(rehearsal: Plan) -> pd.DataFrame:
     full = rehearsal.full
     if full is None:
         raise ValueError("cost_table needs the plan of a rehearsal (config `rehearsal:`)")
-    reps = representatives(full.variants, full.captioners)
+    reps = representatives(full.variants)
     device = "?"
     rows = []
     metrics = {}

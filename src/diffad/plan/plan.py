@@ -429,6 +429,21 @@ class Plan:
         as they are (a page of the narrowed categories would replace them)."""
         return [] if self.config.get("categories") else self.used_captioners()
 
+    def artefact_targets(self) -> list[str]:
+        """A rehearsal's upstream artefacts that no rehearsed variant reads (a captioner
+        or autoencoder whose code the kept variants do not run:
+        :func:`~diffad.plan.rehearsal.rehearsal_artefacts`), made as targets of their own
+        so that every model of the full run is rehearsed."""
+        files = []
+        for stage, name, dataset, unit in self.config.get("rehearsal_artefacts", []):
+            if stage == "autoencoder":
+                files.append(self.autoencoder_model(name, dataset, unit))
+            else:
+                files += [self.paths.format(self.paths.captions, captioner=name,
+                                            dataset=dataset, category=c)
+                          for c in self.training_categories(dataset, unit)]
+        return files
+
     def caption_samples(self) -> list[str]:
         return [self.paths.format(self.paths.caption_samples, captioner=c, dataset=d)
                 for c, d in self.caption_pages()]
@@ -477,7 +492,7 @@ class Plan:
     def final_outputs(self) -> list[str]:
         """Everything ``snakemake`` builds by default."""
         return (list(self.table_files().values()) + [self.metrics_chart()] + self.heatmaps()
-                + self.caption_samples() + self.strength_figures()
+                + self.caption_samples() + self.strength_figures() + self.artefact_targets()
                 + list(self.cost_files().values()))
 
     def jobs(self) -> dict[str, list[tuple[str, ...]]]:
@@ -500,6 +515,7 @@ class Plan:
         pages = self.caption_pages()
         for captioner, dataset in pages:
             files.update(self.caption_tables(captioner, dataset))
+        files.update(self.artefact_targets())
         autoencoders = sorted(self._matches(self.paths.autoencoder, files))
         for name, d, unit in autoencoders:
             files.update(*self.autoencoder_inputs(name, d, unit).values())

@@ -39,9 +39,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from diffad.data import ALL_CATEGORIES
 from diffad.data.layouts import PUBLISHED
 from diffad.errors import ConfigError
-from diffad.methods import kind_of, params_of
+from diffad.methods import Artefact, kind_of, params_of
 from diffad.plan.variants import MethodSet
 from diffad.training import TrainerParams
 
@@ -95,29 +96,74 @@ def _categories(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if _categorical(v)}
 
 
-def code_path(resolved: dict[str, Any],
-              captioners: Mapping[str, CaptionerParams] | None = None) -> tuple:
+def _artefacts(resolved: dict[str, Any]) -> tuple[Artefact, ...]:
+    needs = kind_of(resolved).requirements(params_of(resolved))
+    return needs.artefacts + needs.infer_artefacts
+
+
+def code_path(resolved: dict[str, Any]) -> tuple:
     """What code a variant runs: its kind and its categorical settings of every tier but
     run. Numbers scale the cost of the same code; the datasets a variant runs on are read
-    by the same code (:func:`rehearsal_datasets` keeps each dataset read once); a
-    captioner is the code of its model (family and weights): two captioners that differ
-    in their prompt or decoding numbers only are one path."""
+    by the same code (:func:`rehearsal_datasets` keeps each dataset read once); a setting
+    that names an upstream artefact (a captioner, an autoencoder) says only that the
+    variant reads one: which captions or autoencoder weights it reads is data to the same
+    code, and the artefact's own code is rehearsed apart (:func:`artefact_path`)."""
     params = params_of(resolved)
     values = _categories(params.values("train", "infer", "score"))
-    captioner = values.get("captioner")
-    if captioners is not None and captioner in captioners:
-        model = captioners[captioner]
-        values["captioner"] = (model.family, model.weights)
+    for artefact in _artefacts(resolved):
+        if artefact.setting in values:
+            values[artefact.setting] = f"<{artefact.stage}>"
     return resolved["kind"], repr(sorted(values.items()))
 
 
-def representatives(variants: MethodSet,
-                    captioners: Mapping[str, CaptionerParams] | None = None) -> dict[str, str]:
+def artefact_path(stage: str, name: str, captioners: Mapping[str, CaptionerParams],
+                  autoencoders: Mapping[str, Any]) -> tuple:
+    """What code makes an artefact: a captioner's model and how it is asked (two prompts
+    or decoding lengths are one path), an autoencoder's categorical settings (pretrained
+    or finetuned, its weights and losses)."""
+    if stage == "autoencoder":
+        return stage, repr(sorted(_categories(autoencoders[name].model_dump()).items()))
+    model = captioners[name]
+    return "captions", model.family, model.weights
+
+
+def rehearsal_artefacts(full: Plan, methods: dict[str, dict[str, Any]]
+                        ) -> list[tuple[str, str, str, str]]:
+    """(stage, name, dataset, unit) of each artefact code path of the full run
+    (:func:`artefact_path`) that none of the rehearsed ``methods`` reads, as an extra
+    target of the rehearsal: made once, on a dataset the rehearsed variants do not read
+    where the full run makes it for one (so that each dataset's code is read), else on
+    the first it makes it for."""
+    def path(a: Artefact) -> tuple:
+        return artefact_path(a.stage, a.name, full.captioners, full.autoencoders)
+
+    made = {path(a) for entry in methods.values() for a in _artefacts(entry)}
+    read = {d for entry in methods.values() for d in entry["datasets"]}
+    candidates: dict[tuple, list[tuple[str, str, str, str]]] = {}
+    for resolved in full.variants.resolved.values():
+        per_dataset = kind_of(resolved).per_dataset(params_of(resolved))
+        for a in _artefacts(resolved):
+            if path(a) in made:
+                continue
+            # Caption tables are per category, whatever the model's unit.
+            stage = "captions" if a.stage == "test_captions" else a.stage
+            for dataset in resolved.get("datasets") or full.datasets:
+                unit = ALL_CATEGORIES if per_dataset else full.full_categories[dataset][0]
+                candidates.setdefault(path(a), []).append((stage, a.name, dataset, unit))
+    out = []
+    for options in candidates.values():
+        chosen = next((o for o in options if o[2] not in read), options[0])
+        read.add(chosen[2])
+        out.append(chosen)
+    return out
+
+
+def representatives(variants: MethodSet) -> dict[str, str]:
     """Variant -> the variant that rehearses its code path: of each path, the one with the
     fewest network evaluations per image (then the first in config order)."""
     groups: dict[tuple, list[str]] = {}
     for name, resolved in variants.resolved.items():
-        groups.setdefault(code_path(resolved, captioners), []).append(name)
+        groups.setdefault(code_path(resolved), []).append(name)
     out = {}
     for names in groups.values():
         cost = {n: kind_of(variants.resolved[n]).nfe(params_of(variants.resolved[n]))
@@ -187,13 +233,24 @@ def rehearsal_datasets(variants: MethodSet, chosen: dict[str, str],
             picked.append(shared[0] if shared else min(same, key=lambda d: uses[d]))
             uses[picked[-1]] += 1
         out[rep] = picked
-    for dataset in image_sizes:
-        if not uses[dataset]:
-            rep = next((r for r, c in paths.items() if dataset in c), None)
-            if rep is not None:
-                out[rep].append(dataset)
-                uses[dataset] += 1
-    return {rep: sorted(ds, key=order.index) for rep, ds in out.items()}
+    return out
+
+
+def read_every_dataset(keep: dict[str, list[str]], variants: MethodSet,
+                       artefacts: list[tuple[str, str, str, str]], datasets: list[str]
+                       ) -> dict[str, list[str]]:
+    """``keep`` with each dataset that no rehearsed variant and no extra artefact reads
+    added to the first rehearsed variant whose code path runs on it (each dataset's own
+    code is read once)."""
+    chosen = representatives(variants)
+    read = {d for ds in keep.values() for d in ds} | {a[2] for a in artefacts}
+    out = {rep: list(ds) for rep, ds in keep.items()}
+    for name, resolved in variants.resolved.items():
+        for dataset in resolved.get("datasets") or datasets:
+            if dataset not in read and chosen[name] in out:
+                out[chosen[name]].append(dataset)
+                read.add(dataset)
+    return {rep: sorted(ds, key=datasets.index) for rep, ds in out.items()}
 
 
 def cut_training(entry: dict[str, Any], settings: Rehearsal) -> dict[str, Any]:
@@ -254,8 +311,15 @@ def rehearsal_config(config: dict[str, Any], full: Plan, settings: Rehearsal
     if settings.variants == "all":
         keep = {n: list(r.get("datasets") or datasets) for n, r in variants.resolved.items()}
     else:
-        keep = rehearsal_datasets(variants, representatives(variants, full.captioners),
+        keep = rehearsal_datasets(variants, representatives(variants),
                                   {d: full.image_size(d) for d in datasets})
+    artefacts: list[tuple[str, str, str, str]] = []
+    if settings.variants != "all":
+        def entry_of(name: str, on: list[str]) -> dict[str, Any]:
+            return {**variants.resolved[name], "datasets": on}
+
+        artefacts = rehearsal_artefacts(full, {n: entry_of(n, on) for n, on in keep.items()})
+        keep = read_every_dataset(keep, variants, artefacts, list(datasets))
     methods = {}
     for name, on in keep.items():
         entry = {k: v for k, v in variants.resolved[name].items() if k != "reference"}
@@ -266,6 +330,7 @@ def rehearsal_config(config: dict[str, Any], full: Plan, settings: Rehearsal
             entry = cut_inference(entry)
         methods[name] = entry
     out["methods"] = share_jobs(methods) if settings.variants != "all" else methods
+    out["rehearsal_artefacts"] = [list(a) for a in artefacts]
     out["method_grids"], out["seeds"] = {}, {}
     out["best_of"] = {g: [v for v in vs if v in methods]
                       for g, vs in config.get("best_of", {}).items()}
@@ -273,5 +338,6 @@ def rehearsal_config(config: dict[str, Any], full: Plan, settings: Rehearsal
     return out
 
 
-__all__ = ["Rehearsal", "code_path", "cut_inference", "cut_training", "rehearsal_config",
+__all__ = ["Rehearsal", "artefact_path", "code_path", "cut_inference", "cut_training",
+           "read_every_dataset", "rehearsal_artefacts", "rehearsal_config",
            "rehearsal_datasets", "representatives", "share_jobs"]

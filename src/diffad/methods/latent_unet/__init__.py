@@ -102,7 +102,7 @@ class LatentUnet(MethodKind):
         latent = params.space == "latent"
         names = [params.vae_weights] if latent and params.autoencoder is None else []
         names += [params.unet_weights] if params.unet_weights else []
-        artefacts = ((Artefact("autoencoder", params.autoencoder),)
+        artefacts = ((Artefact("autoencoder", params.autoencoder, "autoencoder"),)
                      if latent and params.autoencoder else ())
         return Requirements(weights=(*names, *detector_weights(params)), artefacts=artefacts)
 

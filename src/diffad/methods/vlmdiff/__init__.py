@@ -193,10 +193,10 @@ class VlmDiff(MethodKind):
     def requirements(cls, params: VlmDiffParams) -> Requirements:
         weights = [params.unet_weights, params.text_encoder,
                    *(extractor_spec(s)[0] for s in params.feature_extractors)]
-        artefacts = [Artefact("autoencoder", params.autoencoder)]
+        artefacts = [Artefact("autoencoder", params.autoencoder, "autoencoder")]
         if params.captioner is not None:
-            artefacts.append(Artefact("captions", params.captioner))
-        later = ((Artefact("test_captions", params.captioner),)
+            artefacts.append(Artefact("captions", params.captioner, "captioner"))
+        later = ((Artefact("test_captions", params.captioner, "captioner"),)
                  if params.caption_at_inference else ())
         return Requirements(weights=tuple(dict.fromkeys(weights)), artefacts=tuple(artefacts),
                             infer_artefacts=later)
