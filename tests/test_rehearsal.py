@@ -283,6 +283,17 @@ def test_a_dataset_not_rehearsed_is_estimated_from_one_of_its_image_size(tmp_pat
     assert paper["rehearsed_as"] == "internvl2_8b_long" and paper["unit_cost"] == 50.0
     assert paper["note"].endswith("; measured on mvtec_ad")
     assert "InternVL2-2B" in paper["note"]  # the substitute that fits, named
+    # An autoencoder finetuned per COCO-AD fold stands for Real-IAD's, same code and size.
+    import json
+    folder = plan.autoencoder_model("sd15_ft", "coco_ad", "split_0")
+    Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    Path(folder).write_text(json.dumps({"s_per_step": 70.0, "steps": 2, "n_train": 4,
+                                        "params": 8.4e7, "peak_rss_mb": 5500.0}))
+    table = cost_table(plan).set_index(["stage", "variant", "dataset"])
+    real_iad = table.loc[("autoencoder", "sd15_ft", "real_iad")]
+    assert real_iad["note"] == "measured on coco_ad"
+    assert real_iad["unit_cost"] == table.loc[("autoencoder", "sd15_ft", "coco_ad"),
+                                              "unit_cost"].iloc[0] > 0
 
 
 # ------------------------------------------------------------------ end to end

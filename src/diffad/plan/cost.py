@@ -212,12 +212,12 @@ def _upstream_rows(rehearsal: Plan, full: Plan, jobs: dict, device: str) -> list
     rows = []
     rehearsed = rehearsal.jobs()
     for name, d, unit in jobs["autoencoder"]:
-        on = _measured_on(rehearsal, [r_d for r_n, r_d, _ in rehearsed["autoencoder"]
-                                      if r_n == name], d)
+        ran = {r_d: r_unit for r_n, r_d, r_unit in rehearsed["autoencoder"] if r_n == name}
+        on = _measured_on(rehearsal, list(ran), d)
         if on is None:
             continue
-        meta = _read_json(rehearsal.autoencoder_model(name, on,
-                                                      _rehearsal_category(rehearsal, on, unit)))
+        # The rehearsed unit of that dataset (a COCO-AD fold stands for all of COCO-AD).
+        meta = _read_json(rehearsal.autoencoder_model(name, on, ran[on]))
         if not meta:
             continue
         params = full.autoencoders[name]
