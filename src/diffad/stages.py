@@ -30,7 +30,7 @@ from diffad.methods import (
 )
 from diffad.methods.base import MODEL_MARKER
 from diffad.runtime import Runtime
-from diffad.scoring.outputs import score_table, stack, write_outputs
+from diffad.scoring.outputs import finite_outputs, score_table, stack, write_outputs
 from diffad.training import TrainingSession
 from diffad.training.cost import step_cost
 
@@ -131,6 +131,10 @@ def infer(
         log.info("scoring %d train images for train statistics", len(train_rows))
         train_table = score_table(train_rows, stack(
             p.scores for p in model.infer(train_rows)))
+        # Train statistics standardise every test score: a NaN among them is no smaller a
+        # failure than one among the test scores.
+        train_table, _ = finite_outputs(train_table, {}, outputs["train_scores"],
+                                        runtime.nonfinite)
     write_parquet(train_table, outputs["train_scores"])
     log.info("wrote %s (%d rows; detectors %s; maps %s)", outputs["scores"], len(table),
              [c for c in table.columns if c.startswith("score_")],

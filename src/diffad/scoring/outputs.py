@@ -67,11 +67,11 @@ def write_maps(maps: dict[str, np.ndarray], path: str | os.PathLike) -> None:
         save_file(tensors, str(tmp))
 
 
-def write_outputs(table: pd.DataFrame, maps: dict[str, np.ndarray], scores_path: str,
-                  maps_path: str, nonfinite: str = "error") -> None:
-    """The test split's scores table and map stacks. Non-finite values stop the job
-    (``nonfinite="error"``) or, in a rehearsal (``"record"``), are written as 0 with a
-    warning: a network with random weights may diverge where a trained one does not."""
+def finite_outputs(table: pd.DataFrame, maps: dict[str, np.ndarray], scores_path: str,
+                   nonfinite: str = "error") -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """A split's scores and maps, checked: non-finite values stop the job
+    (``nonfinite="error"``) or, in a rehearsal (``"record"``), become 0 with a warning: a
+    network with random weights may diverge where a trained one does not."""
     columns = [c for c in table.columns if c.startswith(SCORE_PREFIX)]
     bad = [c for c in columns if not np.isfinite(table[c]).all()]
     bad += [name for name, m in maps.items() if not np.isfinite(m).all()]
@@ -83,6 +83,13 @@ def write_outputs(table: pd.DataFrame, maps: dict[str, np.ndarray], scores_path:
         table = table.copy()
         table[columns] = table[columns].where(np.isfinite(table[columns]), 0.0)
         maps = {name: np.where(np.isfinite(m), m, 0) for name, m in maps.items()}
+    return table, maps
+
+
+def write_outputs(table: pd.DataFrame, maps: dict[str, np.ndarray], scores_path: str,
+                  maps_path: str, nonfinite: str = "error") -> None:
+    """The test split's scores table and map stacks, checked by :func:`finite_outputs`."""
+    table, maps = finite_outputs(table, maps, scores_path, nonfinite)
     write_maps(maps, maps_path)
     write_parquet(table, scores_path)
 
