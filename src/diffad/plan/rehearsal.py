@@ -210,9 +210,8 @@ def rehearsal_datasets(variants: MethodSet, chosen: dict[str, str],
                        image_sizes: dict[str, int]) -> dict[str, list[str]]:
     """Rehearsed variant -> the datasets it runs on: of the datasets of its code path, one
     per image size (a resolution is a cost: each is measured), the one its train leader
-    already runs where it can share the training, else the one rehearsed least so far; then
-    every dataset of the config that no variant reads yet goes to the first variant whose
-    path runs on it, so that each dataset's own code is read once."""
+    already runs where it can share the training, else the one rehearsed least so far
+    (:func:`read_every_dataset` then adds the datasets nothing reads)."""
     paths: dict[str, list[str]] = {}
     for name, rep in chosen.items():
         for dataset in variants.resolved[name].get("datasets") or image_sizes:
