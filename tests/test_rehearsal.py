@@ -283,8 +283,19 @@ def test_a_dataset_not_rehearsed_is_estimated_from_one_of_its_image_size(tmp_pat
     assert paper["rehearsed_as"] == "internvl2_8b_long" and paper["unit_cost"] == 50.0
     assert paper["note"].endswith("; measured on mvtec_ad")
     assert "InternVL2-2B" in paper["note"]  # the substitute that fits, named
-    # An autoencoder finetuned per COCO-AD fold stands for Real-IAD's, same code and size.
+    # A training of the 4 rehearsal images: 4 x 4 accumulated samples per step, scaled per
+    # sample; the memory of the configured batch of 12 was not measured, and it says so.
     import json
+    model = Path(plan.model("vlmdiff_e300", "mvtec_ad", "all"))
+    model.parent.mkdir(parents=True, exist_ok=True)
+    model.write_text(json.dumps({"s_per_step": 26.0, "steps": 2, "n_train": 4,
+                                 "params": 1.4e9, "peak_rss_mb": 19700.0}))
+    table = cost_table(plan).set_index(["stage", "variant", "dataset"])
+    train = table.loc[("train", "vlmdiff_e100", "real_iad")]
+    assert train["unit_cost"] == pytest.approx(26.0 / 16)
+    assert train["note"] == ("measured on mvtec_ad; 2 steps of 16 samples measured; batch 4 "
+                             "of the configured 12: peak memory at batch 4")
+    # An autoencoder finetuned per COCO-AD fold stands for Real-IAD's, same code and size.
     folder = plan.autoencoder_model("sd15_ft", "coco_ad", "split_0")
     Path(folder).parent.mkdir(parents=True, exist_ok=True)
     Path(folder).write_text(json.dumps({"s_per_step": 70.0, "steps": 2, "n_train": 4,

@@ -152,6 +152,12 @@ def cost_table(rehearsal: Plan) -> pd.DataFrame:
                 if isinstance(rep_params, TrainerParams) and meta.get("steps", 0):
                     unit_cost = per_step / seen
                     note.append(f"{meta['steps']} steps of {seen} samples measured")
+                    batch = max(1, min(rep_params.batch_size, int(meta.get("n_train", 0))))
+                    if isinstance(params, TrainerParams) and batch < params.batch_size:
+                        # Fewer train images (or max_batch) than the configured batch: the
+                        # memory a job of the full batch needs was not measured.
+                        note.append(f"batch {batch} of the configured {params.batch_size}: "
+                                    f"peak memory at batch {batch}")
                 else:
                     unit_cost = float(meta.get("train_s", 0.0)) / max(1, int(meta.get("n_train",
                                                                                        1)))
