@@ -24,19 +24,14 @@ from timing import timed
 
 from diffad.device import autocast
 from diffad.methods.vlmdiff.control import DiadControl, controlled_unet, freeze_unet_encoder
+from diffad.weights.rehearsal import SD15_UNET, SD_VAE
 
 GIB = 1024**3
 
-#: SD v1.5's UNet and VAE configs (stable-diffusion-v1-5/stable-diffusion-v1-5).
-SD15_UNET = dict(sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
-                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
-                 attention_head_dim=8,
-                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-SD15_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
-                block_out_channels=(128, 256, 512, 512), sample_size=256,
-                down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4)
+#: SD v1.5's UNet and VAE configs (the published config.json files, as a rehearsal builds
+#: them), at VLMDiff's 256 px (32 x 32 latents).
+SD15_UNET_256 = {**SD15_UNET, "sample_size": 32}
+SD15_VAE_256 = {**SD_VAE, "sample_size": 256}
 
 
 def count(module: torch.nn.Module, trainable: bool = False) -> int:
@@ -46,9 +41,9 @@ def count(module: torch.nn.Module, trainable: bool = False) -> int:
 def networks(device: torch.device):
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    unet = UNet2DConditionModel(**SD15_UNET)
+    unet = UNet2DConditionModel(**SD15_UNET_256)
     control = DiadControl.from_unet(unet)
-    vae = AutoencoderKL(**SD15_VAE)
+    vae = AutoencoderKL(**SD15_VAE_256)
     freeze_unet_encoder(unet)
     return unet.to(device), control.to(device), vae.to(device)
 
