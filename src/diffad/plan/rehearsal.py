@@ -23,7 +23,9 @@ turns any experiment config into its rehearsal (:func:`rehearsal_config`):
   numbers (steps, strength, epochs, seeds) scale a cost, they choose no code;
   each on one dataset per image size (:func:`rehearsal_datasets`), every
   dataset read at least once; variants whose training (or inference) runs the
-  same code share one job (:func:`share_jobs`).
+  same code share one job (:func:`share_jobs`); which captions or autoencoder a
+  variant reads is data to its code, and each captioner model and autoencoder
+  recipe of the full run is made once (:func:`rehearsal_artefacts`).
 
 Everything else is the reproduction's own: resolutions, samplers, T_d,
 batch sizes up to ``max_batch``, dtypes. The outputs go under their own
