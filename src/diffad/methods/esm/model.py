@@ -149,7 +149,7 @@ class EsmModel(AnomalyModel):
         t = torch.randint(0, self.params.train_timesteps, (len(x0),), generator=generator)
         noise = torch.randn(x0.shape, generator=generator)
         a = self.scheduler.alphas_cumprod[t]
-        xt = (a.sqrt().view(-1, 1, 1, 1) * x0 + (1 - a).sqrt().view(-1, 1, 1, 1) * noise)
+        xt = self.scheduler.add_noise(x0, noise, t)  # DDPM's q(x_t | x_0)
         eps, variance = self.streams(xt.to(device), t.to(device))
         if variance is None:
             return F.mse_loss(eps, noise.to(device))
@@ -173,7 +173,7 @@ class EsmModel(AnomalyModel):
             x = self.variance_guided_diffusion(x0, generators)
         else:
             noise = image_noise(x0.shape, generators, x0.device)
-            x = alphas[start].sqrt() * x0 + (1 - alphas[start]).sqrt() * noise
+            x = self.scheduler.add_noise(x0, noise, self._timestep(x0, start))
         for t in range(start, -1, -1):
             a_t = alphas[t]
             a_prev = alphas[t - 1] if t > 0 else torch.ones_like(a_t)
@@ -265,9 +265,8 @@ class EsmModel(AnomalyModel):
         t = self.params.variance_timestep
         timestep = self._timestep(x0, t)
         if t > 0:
-            a = self.scheduler.alphas_cumprod.to(x0.device)[t]
             noise = image_noise(x0.shape, generators, x0.device)
-            x0, x_hat = (a.sqrt() * x + (1 - a).sqrt() * noise for x in (x0, x_hat))
+            x0, x_hat = (self.scheduler.add_noise(x, noise, timestep) for x in (x0, x_hat))
         return self.variance(x0, timestep), self.variance(x_hat, timestep)
 
     def eval(self) -> None:
