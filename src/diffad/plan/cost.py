@@ -249,16 +249,18 @@ def _upstream_rows(rehearsal: Plan, full: Plan, jobs: dict, device: str) -> list
         groups: dict[tuple[str, str], list[str]] = {}
         for captioner, d, c in jobs[stage]:
             groups.setdefault((captioner, d), []).append(c)
-        ran: dict[tuple[str, str], list[str]] = {}
+        ran_on: dict[str, list[str]] = {}  # rehearsed captioner -> its datasets
         for captioner, d, _ in rehearsed[stage]:
-            ran.setdefault(model(captioner), []).append(captioner)
-            ran.setdefault((captioner, ""), []).append(d)
+            ran_on.setdefault(captioner, []).append(d)
         for (captioner, d), categories in groups.items():
-            same = [captioner] if (captioner, "") in ran else ran.get(model(captioner), [])
-            as_ = next((r for r in same if _measured_on(rehearsal, ran[(r, "")], d)), None)
-            if as_ is None:
+            # Itself where rehearsed, else a rehearsed captioner of the same model.
+            same = [captioner] if captioner in ran_on else [
+                r for r in ran_on if model(r) == model(captioner)]
+            measured = [(r, on) for r in same
+                        if (on := _measured_on(rehearsal, ran_on[r], d)) is not None]
+            if not measured:
                 continue
-            on = _measured_on(rehearsal, ran[(as_, "")], d)
+            as_, on = measured[0]
             c_r = _rehearsal_category(rehearsal, on, categories[0])
             template = getattr(rehearsal.paths, stage)
             path = rehearsal.paths.format(template, captioner=as_, dataset=on, category=c_r)

@@ -238,12 +238,11 @@ def rehearsal_datasets(variants: MethodSet, chosen: dict[str, str],
 
 
 def read_every_dataset(keep: dict[str, list[str]], variants: MethodSet,
-                       artefacts: list[tuple[str, str, str, str]], datasets: list[str]
-                       ) -> dict[str, list[str]]:
+                       chosen: dict[str, str], artefacts: list[tuple[str, str, str, str]],
+                       datasets: list[str]) -> dict[str, list[str]]:
     """``keep`` with each dataset that no rehearsed variant and no extra artefact reads
-    added to the first rehearsed variant whose code path runs on it (each dataset's own
-    code is read once)."""
-    chosen = representatives(variants)
+    added to the first rehearsed variant whose code path (``chosen``:
+    :func:`representatives`) runs on it (each dataset's own code is read once)."""
     read = {d for ds in keep.values() for d in ds} | {a[2] for a in artefacts}
     out = {rep: list(ds) for rep, ds in keep.items()}
     for name, resolved in variants.resolved.items():
@@ -309,18 +308,15 @@ def rehearsal_config(config: dict[str, Any], full: Plan, settings: Rehearsal
         datasets[name] = kept
     out["datasets"] = datasets
     variants = full.variants
+    artefacts: list[tuple[str, str, str, str]] = []
     if settings.variants == "all":
         keep = {n: list(r.get("datasets") or datasets) for n, r in variants.resolved.items()}
     else:
-        keep = rehearsal_datasets(variants, representatives(variants),
-                                  {d: full.image_size(d) for d in datasets})
-    artefacts: list[tuple[str, str, str, str]] = []
-    if settings.variants != "all":
-        def entry_of(name: str, on: list[str]) -> dict[str, Any]:
-            return {**variants.resolved[name], "datasets": on}
-
-        artefacts = rehearsal_artefacts(full, {n: entry_of(n, on) for n, on in keep.items()})
-        keep = read_every_dataset(keep, variants, artefacts, list(datasets))
+        chosen = representatives(variants)
+        keep = rehearsal_datasets(variants, chosen, {d: full.image_size(d) for d in datasets})
+        artefacts = rehearsal_artefacts(full, {n: {**variants.resolved[n], "datasets": on}
+                                               for n, on in keep.items()})
+        keep = read_every_dataset(keep, variants, chosen, artefacts, list(datasets))
     methods = {}
     for name, on in keep.items():
         entry = {k: v for k, v in variants.resolved[name].items() if k != "reference"}
@@ -330,7 +326,7 @@ def rehearsal_config(config: dict[str, Any], full: Plan, settings: Rehearsal
         if settings.fewest_evaluations:
             entry = cut_inference(entry)
         methods[name] = entry
-    out["methods"] = share_jobs(methods) if settings.variants != "all" else methods
+    out["methods"] = methods if settings.variants == "all" else share_jobs(methods)
     out["rehearsal_artefacts"] = [list(a) for a in artefacts]
     out["method_grids"], out["seeds"] = {}, {}
     out["best_of"] = {g: [v for v in vs if v in methods]
